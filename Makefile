@@ -1,0 +1,48 @@
+# d-ar developer entry points. `make sample` and `make test` are the two README commands.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install test test-gpu sample bench lint style demo-train clean
+
+install: $(STAMP)
+
+# torch first and pinned: the CPU build of 2.13.0 is on local disk; an unpinned torch pulls a multi-GB CUDA build.
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,demo]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu tests
+
+sample: $(STAMP)
+	$(VENV)/bin/dar sample --out outputs
+	$(VENV)/bin/dar stream --out outputs
+
+bench: $(STAMP)
+	$(PY) -m dar.bench --out bench/results.json
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dar tokenizer llama_ar recipes tests
+	$(VENV)/bin/ruff format --check dar tokenizer llama_ar recipes tests
+
+style: $(STAMP)
+	$(VENV)/bin/ruff check --fix dar tokenizer llama_ar recipes tests
+	$(VENV)/bin/ruff format dar tokenizer llama_ar recipes tests
+
+demo-train: $(STAMP)
+	$(VENV)/bin/accelerate launch --cpu recipes/train_tokenizer.py --config recipes/configs/demo_tokenizer.yaml
+	$(VENV)/bin/accelerate launch --cpu recipes/extract_codes.py --config recipes/configs/demo_codes.yaml
+	$(VENV)/bin/accelerate launch --cpu recipes/train_llama_ar.py --config recipes/configs/demo_ar.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache
