@@ -20,6 +20,15 @@ def _seed_everything():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny test models run fastest on one thread; two threads on a busy 2-core machine can be 10-50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

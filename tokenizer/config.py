@@ -1,0 +1,257 @@
+"""Typed configuration of the sequential diffusion tokenizer and its named presets.
+
+Implements the hyperparameters of D-AR (Gao & Shou 2025) §3 and of the official `configs/tokenizer_v1.yaml`
+(see reference §2.1). One flat dataclass; field groups are prefixed by the part they configure:
+
+- ``encoder_*``: patch embedding + learned low-rank queries + masked transformer blocks;
+- ``codebook_*`` and the VQ training switches: the cosine-similarity vector quantiser;
+- ``condition_*``: the causal transformer that turns codes into per-token conditions (the official
+  "decoder layers");
+- ``decoder_*``: the pixel-space flow-matching velocity network (SiT blocks);
+- ``repa_*``: the optional REPA projection head used only in training.
+
+Defaults live here and only here; presets are instances of this dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+SamplerName = Literal["euler", "adams2"]
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Configuration of :class:`tokenizer.DARTokenizer`. Defaults are the official ``tokenizer_v1`` sizes.
+
+    Attributes:
+        image_size: side of the square RGB images the tokenizer encodes and decodes (pixels).
+        num_tokens: N, number of discrete codes per image.
+        num_steps: K, number of code groups and of decoder denoising steps; group k drives step k.
+        codebook_size: number of codebook entries (the AR vocabulary of image codes).
+        codebook_dim: dimension of a code vector (8 in the paper).
+        head_dim: attention head dimension used everywhere (64 in the paper).
+        mlp_ratio: hidden width of every MLP as a multiple of its input width.
+        rope_theta: base θ of the 2-D rotary embedding.
+        encoder_patch_size: patch size of the encoder's patch embedding.
+        encoder_dim: width of the encoder.
+        num_encoder_layers: gated transformer blocks in the encoder.
+        query_rank: width of the low-rank learned query table (queries = Linear(rank → dim)(table row)).
+        condition_dim: width of the causal condition network.
+        num_condition_layers: causal gated transformer blocks in the condition network.
+        position_table_size: rows of the learned query and condition position tables; only the first
+            ``num_tokens`` rows are used. The official checkpoint has 1024 rows. ``None`` means ``num_tokens``.
+        decoder_patch_size: patch size of the pixel decoder (pure rearrangement patching).
+        decoder_dim: width of the pixel decoder.
+        num_decoder_layers: SiT blocks in the pixel decoder.
+        data_scale: multiplier that maps images in [-1, 1] to flow data x₁ (the official ``data_std``).
+        time_shift: β of the time shift s = u / (u + β(1 − u)).
+        sampler: default ODE step, ``"adams2"`` (official fixed-weight Adams–Bashforth-2) or ``"euler"``.
+        repa_layer: index of the decoder block whose *input* feeds the REPA head; ``None`` = no head.
+        repa_hidden_dim: hidden width of the REPA head MLP.
+        repa_dim: output width of the REPA head (the target feature width, 768 for DINOv2-B).
+        repa_grid: side of the token grid the REPA head outputs (decoder grid average-pooled down to it).
+        commitment_weight: weight of the VQ commitment loss (β = 0.25).
+        codebook_decay: EMA decay of the codebook updates.
+        kmeans_init: initialise the codebook by k-means on the first training batch.
+        threshold_ema_dead_code: replace codes whose EMA cluster size falls below this (0 = off).
+        rotation_trick: pass gradients through the VQ with the rotation trick instead of the
+            straight-through estimator (the official code uses straight-through).
+    """
+
+    image_size: int = 256
+    num_tokens: int = 256
+    num_steps: int = 8
+    codebook_size: int = 16384
+    codebook_dim: int = 8
+    head_dim: int = 64
+    mlp_ratio: int = 4
+    rope_theta: float = 10000.0
+    encoder_patch_size: int = 16
+    encoder_dim: int = 768
+    num_encoder_layers: int = 8
+    query_rank: int = 8
+    condition_dim: int = 768
+    num_condition_layers: int = 8
+    position_table_size: int | None = None
+    decoder_patch_size: int = 8
+    decoder_dim: int = 768
+    num_decoder_layers: int = 12
+    data_scale: float = 0.6
+    time_shift: float = 2.0
+    sampler: SamplerName = "adams2"
+    repa_layer: int | None = 8
+    repa_hidden_dim: int = 2048
+    repa_dim: int = 768
+    repa_grid: int = 16
+    commitment_weight: float = 0.25
+    codebook_decay: float = 0.99
+    kmeans_init: bool = False
+    threshold_ema_dead_code: float = 0.0
+    rotation_trick: bool = False
+
+    def __post_init__(self) -> None:
+        if self.position_table_size is None:
+            object.__setattr__(self, "position_table_size", self.num_tokens)
+        positive = [
+            "image_size",
+            "num_tokens",
+            "num_steps",
+            "codebook_size",
+            "codebook_dim",
+            "head_dim",
+            "mlp_ratio",
+            "encoder_patch_size",
+            "encoder_dim",
+            "query_rank",
+            "condition_dim",
+            "decoder_patch_size",
+            "decoder_dim",
+            "num_decoder_layers",
+            "repa_hidden_dim",
+            "repa_dim",
+            "repa_grid",
+        ]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"TokenizerConfig.{name} must be a positive int, got {value!r}")
+        for name in ("num_encoder_layers", "num_condition_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"TokenizerConfig.{name} must be a non-negative int, got {value!r}")
+        if self.num_tokens % self.num_steps:
+            raise ValueError(
+                f"num_tokens={self.num_tokens} must be a multiple of num_steps={self.num_steps} "
+                "(each decoder step consumes one whole group of codes)"
+            )
+        for name in ("encoder_patch_size", "decoder_patch_size"):
+            if self.image_size % getattr(self, name):
+                raise ValueError(
+                    f"image_size={self.image_size} must be a multiple of {name}={getattr(self, name)}"
+                )
+        for name in ("encoder_dim", "condition_dim", "decoder_dim"):
+            if getattr(self, name) % self.head_dim:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} must be a multiple of head_dim={self.head_dim}"
+                )
+        if self.head_dim % 4:
+            raise ValueError(
+                f"head_dim={self.head_dim} must be a multiple of 4 (2-D RoPE rotates pairs per axis)"
+            )
+        if self.position_table_size < self.num_tokens:
+            raise ValueError(
+                f"position_table_size={self.position_table_size} must be >= num_tokens={self.num_tokens}"
+            )
+        if self.sampler not in ("euler", "adams2"):
+            raise ValueError(f"sampler must be 'euler' or 'adams2', got {self.sampler!r}")
+        if not self.data_scale > 0 or not self.time_shift > 0:
+            raise ValueError(
+                f"data_scale and time_shift must be > 0, got {self.data_scale} and {self.time_shift}"
+            )
+        if self.repa_layer is not None:
+            if not 0 <= self.repa_layer < self.num_decoder_layers:
+                raise ValueError(
+                    f"repa_layer={self.repa_layer} must index a decoder block in [0, {self.num_decoder_layers}) "
+                    "or be None (no REPA head)"
+                )
+            if self.decoder_grid % self.repa_grid:
+                raise ValueError(
+                    f"repa_grid={self.repa_grid} must divide the decoder token grid side {self.decoder_grid}"
+                )
+        if not 0.0 <= self.codebook_decay <= 1.0:
+            raise ValueError(f"codebook_decay must be in [0, 1], got {self.codebook_decay}")
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Codes per group, N / K (32 for tokenizer_v1)."""
+        return self.num_tokens // self.num_steps
+
+    @property
+    def encoder_grid(self) -> int:
+        """Side of the encoder's patch grid (16 for tokenizer_v1)."""
+        return self.image_size // self.encoder_patch_size
+
+    @property
+    def decoder_grid(self) -> int:
+        """Side of the pixel decoder's token grid (32 for tokenizer_v1)."""
+        return self.image_size // self.decoder_patch_size
+
+    @property
+    def has_repa_head(self) -> bool:
+        """Whether the pixel decoder carries the training-only REPA projection head."""
+        return self.repa_layer is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
+        """Build a config from a dict, rejecting unknown keys by name.
+
+        Keys starting with ``_`` (diffusers bookkeeping such as ``_class_name``) are ignored.
+        """
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if not k.startswith("_")}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TokenizerConfig fields {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **overrides: Any) -> TokenizerConfig:
+        """A copy with some fields changed (validated again)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown TokenizerConfig fields {unknown}; known fields are {sorted(known)}")
+        return dataclasses.replace(self, **overrides)
+
+
+TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
+    # Official D-AR tokenizer (300.1M parameters without the REPA head, 307.4M with it).
+    "tokenizer_v1": TokenizerConfig(position_table_size=1024),
+    # Unit tests: 16 px, 16 codes in 4 groups of 4, a tiny REPA head so its path is exercised.
+    "tiny": TokenizerConfig(
+        image_size=16,
+        num_tokens=16,
+        num_steps=4,
+        codebook_size=64,
+        codebook_dim=8,
+        head_dim=16,
+        encoder_patch_size=4,
+        encoder_dim=32,
+        num_encoder_layers=1,
+        query_rank=8,
+        condition_dim=32,
+        num_condition_layers=1,
+        decoder_patch_size=4,
+        decoder_dim=32,
+        num_decoder_layers=2,
+        repa_layer=1,
+        repa_hidden_dim=32,
+        repa_dim=16,
+        repa_grid=2,
+    ),
+    # Embedded demo (32 px animal silhouettes): 64 codes in 8 groups of 8; ~1.7M parameters (~7 MB fp32).
+    "demo": TokenizerConfig(
+        image_size=32,
+        num_tokens=64,
+        num_steps=8,
+        codebook_size=512,
+        codebook_dim=8,
+        head_dim=32,
+        encoder_patch_size=4,
+        encoder_dim=128,
+        num_encoder_layers=2,
+        query_rank=8,
+        condition_dim=128,
+        num_condition_layers=2,
+        decoder_patch_size=4,
+        decoder_dim=128,
+        num_decoder_layers=2,
+        repa_layer=None,
+    ),
+}

@@ -1,0 +1,141 @@
+"""Training losses of the sequential diffusion tokenizer.
+
+Implements the objective of D-AR (Gao & Shou 2025) §3.3 as described in reference §3: the flow-matching loss
+(mean squared velocity error divided by data_scale²), the group-masked VQ commitment loss of the library (the
+codebook itself follows an EMA), and two optional, injected terms — a perceptual loss (LPIPS-like callable,
+weight 0.5 in the paper) between the input and the one-jump clean estimate, and REPA (1 − cosine similarity per
+token between the decoder's REPA head and frozen features such as DINOv2 patch tokens, weight 0.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PerceptualLoss = Callable[[Tensor, Tensor], Tensor]
+"""(images, reconstructions), both (B, 3, H, W) in [-1, 1] → scalar or per-sample loss."""
+
+RepaTarget = Callable[[Tensor], Tensor]
+"""images (B, 3, H, W) in [-1, 1] → target features (B, repa_grid², repa_dim)."""
+
+
+@dataclass
+class TokenizerLosses:
+    """Loss terms of one training step; backpropagate :attr:`total`.
+
+    Attributes:
+        flow: scalar flow-matching loss (already divided by data_scale²).
+        vq: scalar weighted commitment loss over the unmasked tokens (0 in eval mode).
+        perceptual: scalar perceptual loss, or None when no perceptual loss was given.
+        repa: scalar REPA loss (mean of 1 − cosine), or None when no REPA target was given.
+        perceptual_weight: weight of ``perceptual`` in the total.
+        repa_weight: weight of ``repa`` in the total.
+        groups: (B,) int64 condition group sampled for each image.
+        codebook_usage: 0-dim float, fraction of codebook entries used by the unmasked tokens of the batch.
+    """
+
+    flow: Tensor
+    vq: Tensor
+    perceptual: Tensor | None = None
+    repa: Tensor | None = None
+    perceptual_weight: float = 0.0
+    repa_weight: float = 0.0
+    groups: Tensor | None = None
+    codebook_usage: Tensor | None = None
+
+    @property
+    def total(self) -> Tensor:
+        """flow + vq + perceptual_weight·perceptual + repa_weight·repa (absent terms count 0)."""
+        total = self.flow + self.vq
+        if self.perceptual is not None:
+            total = total + self.perceptual_weight * self.perceptual
+        if self.repa is not None:
+            total = total + self.repa_weight * self.repa
+        return total
+
+    def to_dict(self) -> dict[str, float]:
+        """Detached floats for logging: total and every present term."""
+        out = {
+            "total": float(self.total.detach()),
+            "flow": float(self.flow.detach()),
+            "vq": float(self.vq.detach()),
+        }
+        if self.perceptual is not None:
+            out["perceptual"] = float(self.perceptual.detach())
+        if self.repa is not None:
+            out["repa"] = float(self.repa.detach())
+        if self.codebook_usage is not None:
+            out["codebook_usage"] = float(self.codebook_usage)
+        return out
+
+
+def flow_matching_loss(predicted: Tensor, target: Tensor, data_scale: float) -> Tensor:
+    """Mean squared error over every element, divided by data_scale² (so it is measured in image units).
+
+    Args:
+        predicted: (B, 3, H, W) predicted velocity.
+        target: (B, 3, H, W) target velocity x₁ − x₀.
+        data_scale: the data multiplier (0.6 in the paper).
+
+    Returns:
+        Scalar tensor.
+    """
+    return F.mse_loss(predicted, target) / (data_scale**2)
+
+
+def repa_loss(features: Tensor, target: Tensor) -> Tensor:
+    """REPA alignment loss: mean over tokens of 1 − cos(features, target).
+
+    Args:
+        features: (B, M, D) REPA head output.
+        target: (B, M, D) frozen target features.
+
+    Returns:
+        Scalar tensor in [0, 2].
+    """
+    if features.shape != target.shape:
+        raise ValueError(
+            f"REPA target features have shape {tuple(target.shape)} but the REPA head gives {tuple(features.shape)}; "
+            "match repa_grid/repa_dim of the tokenizer to the target model's token grid and width"
+        )
+    return (1.0 - F.cosine_similarity(features, target.to(features.dtype), dim=-1)).mean()
+
+
+class Dinov2Target(nn.Module):
+    """Frozen REPA target from a ``transformers`` DINOv2 model: normalised patch tokens of the clean image.
+
+    Preprocessing follows the official code: [-1, 1] → [0, 1] → ImageNet mean/std → bicubic resize to
+    ``grid × patch_size`` pixels (224 for DINOv2-B/14 and a 16 × 16 grid); the output drops the CLS and register
+    tokens of ``last_hidden_state`` (which is after the final LayerNorm).
+
+    Args:
+        model: a ``transformers.Dinov2Model`` (or any model with ``config.patch_size`` whose output has
+            ``last_hidden_state``), e.g. ``Dinov2Model.from_pretrained("facebook/dinov2-base")``.
+        grid: side of the token grid to produce; must equal the tokenizer's ``repa_grid``.
+    """
+
+    def __init__(self, model: nn.Module, grid: int = 16) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.resolution = grid * int(model.config.patch_size)
+        self.num_prefix_tokens = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> Dinov2Target:
+        """Stays in eval mode: the target network is frozen."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) images in [-1, 1] → (B, grid², hidden_size) patch features."""
+        x = ((images.float() + 1.0) / 2.0 - self.mean) / self.std
+        x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bicubic")
+        return self.model(pixel_values=x).last_hidden_state[:, self.num_prefix_tokens :]
