@@ -1,0 +1,37 @@
+"""The D-AR autoregressive prior: a stock Llama over image codes, its vocabulary layout, losses and sampler.
+
+Implements the AR half of D-AR (Gao & Shou 2025, §3.3–§3.4): see :mod:`llama_ar.layout` (token ids),
+:mod:`llama_ar.config` (presets), :mod:`llama_ar.model` (``build_ar_model``), :mod:`llama_ar.training`
+(``ar_loss``) and :mod:`llama_ar.sampling` (``sample_codes`` / ``iter_code_groups``).
+"""
+
+from .config import AR_PRESETS, ARConfig, swiglu_hidden_size
+from .layout import CONFIG_KEY, VocabLayout
+from .model import build_ar_model
+from .sampling import cfg_scales, iter_code_groups, sample_codes
+from .training import (
+    ARLossOutput,
+    ARTrainingBatch,
+    ar_loss,
+    ar_training_batch,
+    drop_class_tokens,
+    drop_embeddings,
+)
+
+__all__ = [
+    "AR_PRESETS",
+    "ARConfig",
+    "ARLossOutput",
+    "ARTrainingBatch",
+    "CONFIG_KEY",
+    "VocabLayout",
+    "ar_loss",
+    "ar_training_batch",
+    "build_ar_model",
+    "cfg_scales",
+    "drop_class_tokens",
+    "drop_embeddings",
+    "iter_code_groups",
+    "sample_codes",
+    "swiglu_hidden_size",
+]

@@ -1,0 +1,54 @@
+"""Building the D-AR prior as a stock ``transformers.LlamaForCausalLM`` (D-AR §3.3, "vanilla Llama").
+
+No subclass and no custom code: the saved folder loads with ``AutoModelForCausalLM.from_pretrained`` alone,
+and the vocabulary layout travels in ``config.dar_layout`` (see :mod:`llama_ar.layout`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from .config import AR_PRESETS, ARConfig
+from .layout import VocabLayout
+
+__all__ = ["build_ar_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_ar_model(preset_or_config: str | ARConfig, layout: VocabLayout, **overrides: Any):
+    """Build a randomly initialised AR prior.
+
+    Args:
+        preset_or_config: A key of :data:`llama_ar.AR_PRESETS` (``"dar-b"``, ``"dar-l"``, ``"dar-xl"``,
+            ``"dar-xxl"``, ``"tiny"``, ``"demo"``) or an :class:`ARConfig`.
+        layout: The vocabulary layout (codebook size, number of classes); stored in ``model.config``.
+        **overrides: :class:`ARConfig` fields to change (e.g. ``num_layers=2``). The keyword
+            ``llama_kwargs`` (a dict) is passed on to ``LlamaConfig`` (e.g. ``{"attn_implementation": "eager"}``).
+
+    Returns:
+        A ``LlamaForCausalLM`` in fp32 on the current default device, in training mode, with the official
+        init: normal(0, ``initializer_range``) linear and embedding weights, RMSNorm weights 1 and, when
+        ``zero_init_head``, a zero output head. Build on the meta device with ``with torch.device("meta"):``.
+    """
+    from transformers import LlamaForCausalLM
+
+    llama_kwargs = dict(overrides.pop("llama_kwargs", None) or {})
+    if isinstance(preset_or_config, str):
+        config = ARConfig.from_preset(preset_or_config, **overrides)
+    elif isinstance(preset_or_config, ARConfig):
+        config = preset_or_config.replace(**overrides) if overrides else preset_or_config
+    else:
+        raise TypeError(
+            f"preset_or_config must be a preset name ({sorted(AR_PRESETS)}) or an ARConfig, "
+            f"got {type(preset_or_config).__name__}."
+        )
+    model = LlamaForCausalLM(config.to_llama_config(layout, **llama_kwargs))
+    if config.zero_init_head:
+        with torch.no_grad():
+            model.lm_head.weight.zero_()
+    logger.debug("built AR prior with %d parameters", sum(p.numel() for p in model.parameters()))
+    return model
