@@ -1,0 +1,205 @@
+"""Smoke and reliability tests of the training recipes (DESIGN §6, §10) on tiny configs, CPU only.
+
+Three ``accelerate launch`` runs (two of them with two processes) share one module fixture: tokenizer training
+on an imagefolder with a corrupt file → code extraction → AR training. Resume and NaN tests call ``main(cfg)``
+in-process (the same code path as ``python recipes/X.py``), which avoids ~15 s of imports per launch.
+"""
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dar.checkpointing import list_checkpoints
+from dar.config_io import load_config
+from dar.recipe_config import ARTrainingConfig, TokenizerTrainingConfig
+from dar.train_loop import read_jsonl
+from dar.training import NonFiniteLossError
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "recipes" / "configs"
+
+
+def _load_recipe(name):
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch(script, config, overrides, num_processes=1):
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+    ]
+    if num_processes > 1:  # `--cpu --num_processes 2` silently runs one process (stack notes)
+        cmd += [
+            "--multi_gpu",
+            "--num_processes",
+            str(num_processes),
+            "--main_process_port",
+            str(_free_port()),
+        ]
+    else:
+        cmd += ["--cpu", "--num_processes", "1"]
+    cmd += [str(REPO / "recipes" / script), "--config", str(CONFIGS / config), "--set", *overrides]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("ACCELERATE_USE_CPU", None)  # the recipe itself must form the 2-process CPU group
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+def _imagefolder(root):
+    rng = np.random.default_rng(0)
+    for cls in ("circle", "square"):
+        (root / cls).mkdir(parents=True)
+        for i in range(4 if cls == "circle" else 3):
+            pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.png")
+    (root / "square" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # 8 files, 1 unreadable
+    return root
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add contention on a shared 2-core machine
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pipeline_runs(tmp_path_factory):
+    """Launch tokenizer (2 processes) → extract_codes (2 processes) → AR (1 process) on tiny configs."""
+    root = tmp_path_factory.mktemp("recipes")
+    images = _imagefolder(root / "images")
+    data = ["data.source=imagefolder", f"data.path={images}", "data.label_column=label"]
+    tok_dir = root / "tok"
+    _launch("train_tokenizer.py", "tiny_tokenizer.yaml", [*data, f"train.output_dir={tok_dir}", "train.log_with=tensorboard",
+            "train.sample_every=2"], num_processes=2)  # fmt: skip
+    codes_dir = root / "codes"
+    export = tok_dir / "export" / "tokenizer"
+    _launch("extract_codes.py", "tiny_codes.yaml", [*data, f"tokenizer_path={export}", f"output_dir={codes_dir}"],
+            num_processes=2)  # fmt: skip
+    ar_dir = root / "ar"
+    _launch("train_llama_ar.py", "tiny_ar.yaml", ["data.source=codes", f"data.path={codes_dir}",
+            f"model.tokenizer_path={export}", f"train.output_dir={ar_dir}"])  # fmt: skip
+    return {"images": images, "tok": tok_dir, "codes": codes_dir, "ar": ar_dir}
+
+
+def test_tokenizer_launch_two_processes_skips_corrupt_file_and_exports(pipeline_runs):
+    from tokenizer import DARTokenizer
+
+    run = pipeline_runs["tok"]
+    log = read_jsonl(run / "logs" / "train_log.jsonl")
+    assert log[0]["event"] == "start" and log[0]["world_size"] == 2 and log[0]["micro_batch"] == 2
+    steps = [r for r in log if "step" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert steps[-1]["skipped_images"] >= 1  # the corrupt file was read (8 files, 2 steps per epoch)
+    assert all(np.isfinite(r["loss"]) for r in steps)
+    tok = DARTokenizer.from_pretrained(run / "export" / "tokenizer")
+    codes = tok.encode(torch.rand(2, 3, 16, 16) * 2 - 1)
+    assert codes.shape == (2, tok.config.num_tokens)
+    assert (run / "samples" / "step_00000002.png").is_file() and (run / "samples" / "final.png").is_file()
+    assert any((run / "logs").glob("**/events.out.tfevents.*"))  # tensorboard through accelerate trackers
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [3]
+
+
+def test_extract_codes_two_processes_writes_tagged_shards(pipeline_runs):
+    from dar.codes import load_codes
+
+    code_set = load_codes(pipeline_runs["codes"])
+    index = code_set.index
+    assert index["world_size"] == 2 and index["skipped_images"] == 1 and index["num_rows"] == 7
+    assert {name.split("-")[1] for name in index["shards"]} == {"r000", "r001"}
+    assert code_set.codes.shape == (7, 10, 16) and index["class_names"] == ["circle", "square"]
+    assert int(code_set.codes.max()) < index["codebook_size"]
+
+
+def test_ar_launch_exports_stock_llama(pipeline_runs):
+    from transformers import AutoModelForCausalLM
+
+    from llama_ar import VocabLayout
+
+    run = pipeline_runs["ar"]
+    steps = [r for r in read_jsonl(run / "logs" / "train_log.jsonl") if "step" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in steps)
+    model = AutoModelForCausalLM.from_pretrained(run / "export" / "ar_model")
+    assert type(model).__name__ == "LlamaForCausalLM"
+    layout = VocabLayout.from_config(model.config)
+    assert (layout.codebook_size, layout.num_classes) == (64, 2)
+
+
+def test_ar_refuses_codes_of_another_tokenizer(pipeline_runs, tmp_path, one_thread):
+    from dar.codes import TokenizerMismatchError
+    from tokenizer import DARTokenizer
+
+    other = tmp_path / "other_tokenizer"
+    DARTokenizer.from_preset("tiny").save_pretrained(other)
+    cfg = load_config(CONFIGS / "tiny_ar.yaml", ARTrainingConfig, [
+        "data.source=codes", f"data.path={pipeline_runs['codes']}", f"model.tokenizer_path={other}",
+        f"train.output_dir={tmp_path / 'ar'}"])  # fmt: skip
+    with pytest.raises(TokenizerMismatchError, match="another tokenizer"):
+        _load_recipe("train_llama_ar").main(cfg)
+
+
+def _losses(run_dir):
+    return [r["loss"] for r in read_jsonl(run_dir / "logs" / "train_log.jsonl") if "step" in r]
+
+
+@pytest.mark.parametrize("recipe", ["tokenizer", "ar"])
+def test_resume_gives_the_same_losses(recipe, pipeline_runs, tmp_path, one_thread):
+    if recipe == "tokenizer":
+        module, cls, config = _load_recipe("train_tokenizer"), TokenizerTrainingConfig, "tiny_tokenizer.yaml"
+        extra = ["data.synthetic_size=16"]
+    else:
+        module, cls, config = _load_recipe("train_llama_ar"), ARTrainingConfig, "tiny_ar.yaml"
+        extra = ["data.source=codes", f"data.path={pipeline_runs['codes']}",
+                 f"model.tokenizer_path={pipeline_runs['tok'] / 'export' / 'tokenizer'}"]  # fmt: skip
+    # micro-batches of 2 (2 accumulation steps): 8 (tokenizer) or 3 (AR, 7 rows) per epoch, so 12 cross an epoch
+    common = [*extra, "train.save_every=3", "optim.grad_accum=2", "ema.enabled=true"]
+    module.main(
+        load_config(
+            CONFIGS / config, cls, [*common, "train.max_steps=6", f"train.output_dir={tmp_path / 'a'}"]
+        )
+    )
+    run_b = [*common, f"train.output_dir={tmp_path / 'b'}"]
+    module.main(load_config(CONFIGS / config, cls, [*run_b, "train.max_steps=3"]))
+    module.main(load_config(CONFIGS / config, cls, [*run_b, "train.max_steps=6", "train.resume=latest"]))
+    straight, resumed = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert len(straight) == len(resumed) == 6
+    assert straight == resumed
+    starts = [r for r in read_jsonl(tmp_path / "b" / "logs" / "train_log.jsonl") if r.get("event") == "start"]
+    assert starts[1]["start_step"] == 3 and starts[1]["resumed_from"].endswith("checkpoint-00000003")
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path, one_thread):
+    module = _load_recipe("train_tokenizer")
+    cfg = load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, [
+        "debug.nan_at_step=3", "train.save_every=1", "train.max_steps=5", f"train.output_dir={tmp_path}"])  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=r"at step 3.*checkpoint-00000002"):
+        module.main(cfg)
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [1, 2]
+    assert not (tmp_path / "export").exists()
+    resumed = load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, [
+        "train.max_steps=3", "train.resume=latest", f"train.output_dir={tmp_path}"])  # fmt: skip
+    assert module.main(resumed)["step"] == 3  # the kept checkpoint loads and training goes on
