@@ -1,0 +1,1 @@
+"""Benchmarks behind ``make bench``: one module per part, each exposing ``bench(quick) -> list[dict]``."""
