@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-PARTS = ("tokenizer", "ar", "stream", "train")
+PARTS = ("tokenizer", "ar", "stream", "train", "official")
 
 
 def _format_table(rows: list[dict]) -> str:
