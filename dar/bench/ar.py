@@ -10,10 +10,9 @@ per row for attention.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
+
+from dar.bench import median_seconds
 
 OFFICIAL_BATCH4_SECONDS = 32.8
 OFFICIAL_BATCH4_CODES_PER_SECOND = 31.0
@@ -45,15 +44,6 @@ def sampling_flops(model, rows: int, num_tokens: int) -> float:
     return per_token + attention
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tick)
-    return statistics.median(times)
-
-
 def bench(
     quick: bool = False, batch_sizes: tuple[int, ...] = (1, 4, 8, 16), cache: str = "preallocated"
 ) -> list[dict]:
@@ -82,7 +72,7 @@ def bench(
     run(batch_sizes[0], 0)  # warm-up (allocator, lazy imports)
     rows: list[dict] = []
     for batch in batch_sizes:
-        seconds = _median_seconds(lambda batch=batch: run(batch, 1), repeats)
+        seconds = median_seconds(lambda batch=batch: run(batch, 1), repeats)
         codes_per_second = batch * NUM_TOKENS / seconds
         peak = sampling_flops(model, 2 * batch, NUM_TOKENS) / seconds / PEAK_FLOPS
         tag = f"dar-b sample {NUM_TOKENS} codes, B={batch} + CFG ({2 * batch} rows)"

@@ -8,22 +8,11 @@ reported per image. Each figure is the median of 3 timed runs after a warm-up (1
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
 
+from dar.bench import median_seconds
+
 OFFICIAL_SECONDS = {"encode": 1.72, "decode": 25.3}
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tick)
-    return statistics.median(times)
 
 
 def _bench_preset(name: str, batch: int, repeats: int, official: bool) -> list[dict]:
@@ -37,8 +26,8 @@ def _bench_preset(name: str, batch: int, repeats: int, official: bool) -> list[d
     with torch.inference_mode():
         tok.encode(images)  # warm-up
         tok.decode(codes, num_steps=1, generator=torch.Generator().manual_seed(0))  # warm-up, one step
-        encode = _median_seconds(lambda: tok.encode(images), repeats)
-        decode = _median_seconds(
+        encode = median_seconds(lambda: tok.encode(images), repeats)
+        decode = median_seconds(
             lambda: tok.decode(codes, generator=torch.Generator().manual_seed(0)), repeats
         )
     tag = f"B={batch}, {size}px"
