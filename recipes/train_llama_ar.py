@@ -109,7 +109,7 @@ def main(cfg: ARTrainingConfig) -> dict:
         )
     ar_config = ARConfig.from_preset(cfg.model.preset, **overrides)
     model = build_ar_model(ar_config, layout)
-    ema = build_ema(model, cfg.ema.decay) if cfg.ema.enabled else None
+    ema = build_ema(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
     optimizer = build_optimizer(model, cfg.optim)  # weight decay on >= 2-D tensors only
     scheduler = build_lr_scheduler(optimizer, cfg.optim, cfg.train.max_steps)
     micro = micro_batch_size(cfg.data.batch_size, accelerator.num_processes, cfg.optim.grad_accum)

@@ -140,7 +140,7 @@ def main(cfg: TokenizerTrainingConfig) -> dict:
                 accelerator.mixed_precision)  # fmt: skip
 
     tok = build_tokenizer(cfg)  # after the process group exists, so the VQ syncs its codebook under DDP
-    ema = build_ema(tok, cfg.ema.decay) if cfg.ema.enabled else None
+    ema = build_ema(tok, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
     perceptual, repa = build_frozen_losses(cfg.loss, tok, accelerator.device)
     model = TokenizerLossModule(tok, cfg.loss, perceptual, repa)
     optimizer = build_optimizer(model, cfg.optim)

@@ -42,7 +42,7 @@ def _tokenizer_step(cfg: TokenizerTrainingConfig):
     from tokenizer import DARTokenizer
 
     tok = DARTokenizer.from_preset(cfg.model.preset, **cfg.model.overrides).train()
-    ema = build_ema(tok, cfg.ema.decay) if cfg.ema.enabled else None
+    ema = build_ema(tok, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
     optimizer = build_optimizer(tok, cfg.optim)
     batch = cfg.data.batch_size // cfg.optim.grad_accum
     images = torch.rand(batch, 3, tok.config.image_size, tok.config.image_size) * 2 - 1
@@ -67,7 +67,7 @@ def _ar_step(cfg: ARTrainingConfig, codebook_size: int = 512, num_classes: int =
     layout = VocabLayout(codebook_size=codebook_size, num_classes=num_classes)
     ar_config = ARConfig.from_preset(cfg.model.preset, **{"num_tokens": num_tokens, **cfg.model.overrides})
     model = build_ar_model(ar_config, layout).train()
-    ema = build_ema(model, cfg.ema.decay) if cfg.ema.enabled else None
+    ema = build_ema(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
     optimizer = build_optimizer(model, cfg.optim)
     batch = cfg.data.batch_size // cfg.optim.grad_accum
     codes = torch.randint(0, codebook_size, (batch, ar_config.num_tokens))

@@ -17,6 +17,7 @@ from dar.training import (
     build_lr_scheduler,
     build_optimizer,
     check_finite_loss,
+    ema_decay_at,
     ema_model_for_export,
     weight_decay_param_groups,
 )
@@ -81,7 +82,7 @@ def test_weight_decay_only_on_matrices():
 
 def test_ema_tracks_parameters_and_export_takes_live_buffers():
     model = torch.nn.BatchNorm1d(2)
-    ema = build_ema(model, decay=0.9)
+    ema = build_ema(model, decay=0.9, warmup=False)
     with torch.no_grad():
         model.weight.fill_(1.0)
     ema.update_parameters(model)  # first update copies
@@ -93,6 +94,25 @@ def test_ema_tracks_parameters_and_export_takes_live_buffers():
     exported = ema_model_for_export(ema, model)
     assert torch.equal(exported.running_mean, model.running_mean)
     assert torch.allclose(exported.weight, torch.full((2,), 1.1))
+
+
+def test_ema_warmup_follows_the_diffusers_schedule_and_caps_at_decay():
+    assert ema_decay_at(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay_at(0.999, 90) == pytest.approx(91 / 100)
+    assert ema_decay_at(0.999, 10**6) == 0.999
+    assert ema_decay_at(0.999, 0, warmup=False) == 0.999
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = build_ema(model, decay=0.5)
+    expected = None
+    for n, value in enumerate([4.0, 0.0, 8.0, 2.0]):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema.update_parameters(model)
+        d = ema_decay_at(0.5, n)  # n = updates before this one; the first one copies
+        expected = value if expected is None else d * expected + (1 - d) * value
+        assert ema.module.weight.item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="decay"):
+        build_ema(model, decay=1.0)
 
 
 def test_nan_guard_names_the_step_and_checkpoint():
