@@ -64,10 +64,13 @@ def bench(
     torch.manual_seed(0)
     model = build_ar_model("dar-b", VocabLayout(codebook_size=16384, num_classes=1000)).eval()
 
-    def run(batch: int, seed: int) -> None:
+    def run(batch: int, seed: int, fast_linear: bool | None = None) -> None:
         labels = torch.arange(batch) % 1000
         generator = torch.Generator().manual_seed(seed)
-        sample_codes(model, labels, NUM_TOKENS, cfg_scale=CFG_SCALE, generator=generator, cache=cache)
+        sample_codes(
+            model, labels, NUM_TOKENS, cfg_scale=CFG_SCALE, generator=generator, cache=cache,
+            fast_linear=fast_linear,
+        )  # fmt: skip
 
     run(batch_sizes[0], 0)  # warm-up (allocator, lazy imports)
     rows: list[dict] = []
@@ -84,4 +87,10 @@ def bench(
             rate_row["official"] = OFFICIAL_BATCH4_CODES_PER_SECOND
         peak_row = {"name": f"{tag} fraction of fp32 peak", "value": peak, "unit": "fraction", "note": note}
         rows += [seconds_row, rate_row, peak_row]
+        if batch == 4:  # the same run with the plain F.linear kernels (llama_ar.kernels off)
+            plain = median_seconds(lambda: run(4, 1, fast_linear=False), repeats)
+            rows.append(
+                {"name": f"{tag} time, fast_linear=False", "value": plain, "unit": "s", "note": note,
+                 "official": OFFICIAL_BATCH4_SECONDS}
+            )  # fmt: skip
     return rows
