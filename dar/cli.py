@@ -163,6 +163,80 @@ def cmd_convert(args) -> None:
     run_convert(args)
 
 
+DEMO_CLASSIFIER = Path(__file__).resolve().parents[1] / "checkpoints" / "animal-classifier"
+
+
+def cmd_eval(args) -> None:
+    import json
+
+    import torch
+
+    from dar import evaluation, metrics
+
+    features = args.features or ("classifier" if args.reference == evaluation.DEMO_REFERENCE else "inception")
+    classifier_path = Path(args.classifier) if args.classifier else DEMO_CLASSIFIER
+    try:  # reference and extractor first: their errors come before minutes of sampling
+        reference = evaluation.load_reference(args.reference)
+        classifier = None
+        if features == "classifier" or args.classifier or DEMO_CLASSIFIER.is_dir():
+            from dar.classifier import ShapeClassifier
+
+            if not (classifier_path / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"no classifier at {classifier_path}: pass --classifier DIR (written by "
+                    "recipes/train_classifier.py)"
+                )
+            classifier = ShapeClassifier.from_pretrained(str(classifier_path)).eval()
+        feature = evaluation.build_feature_extractor(
+            features, inception_path=args.inception, classifier=classifier
+        )
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise SystemExit(str(error)) from None
+    pipe = _load_pipeline(args)
+    size = pipe.tokenizer.config.image_size
+    if reference.images is not None and tuple(reference.images.shape[-2:]) != (size, size):
+        raise SystemExit(
+            f"the reference images are {tuple(reference.images.shape[-2:])} px but the model generates "
+            f"{size}×{size}: pass a reference at the model's resolution"
+        )
+    for module in (feature, classifier):
+        if module is not None:
+            module.to(pipe.device)
+    labels = _labels_for(pipe, args)
+    generator = torch.Generator(pipe.device).manual_seed(args.seed)
+    images = evaluation.sample_images(
+        pipe, labels, batch_size=args.batch_size, generator=generator, **_sampling_kwargs(args)
+    )
+    if args.save_png:
+        metrics.save_pngs(images, args.save_png)
+    if args.save_npz:
+        metrics.save_npz(images, args.save_npz, labels=torch.tensor(labels))
+    names = [pipe.id2label.get(i, str(i)) for i in range(pipe.layout.num_classes)]
+    try:
+        results = evaluation.evaluate_samples(
+            images, labels, reference, feature, metrics=args.metrics, classifier=classifier, class_names=names,
+            kid_subset_size=args.kid_subset_size, generator=torch.Generator().manual_seed(args.seed),
+        )  # fmt: skip
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    results["settings"] = {
+        "checkpoint": str(args.checkpoint or DEMO_CHECKPOINT),
+        "features": features,
+        "inception": args.inception,
+        "classifier": str(classifier_path) if classifier is not None else None,
+        "num_samples": len(labels),
+        "per_class": args.per_class,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        **_sampling_kwargs(args),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, allow_nan=False))
+    print(evaluation.format_results(results))
+    print(f"wrote {out}")
+
+
 def cmd_bench(args) -> None:
     from dar.bench.__main__ import main as bench_main
 
@@ -182,6 +256,45 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     parser.add_argument("--out", default="outputs", help="output folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    # literals, not imports of dar.metrics/dar.evaluation: `dar --help` must not import torch (test_metrics checks
+    # that they equal GENERATION_METRICS, FEATURE_KINDS and DEMO_REFERENCE)
+    demo_reference, feature_kinds, generation_metrics = (
+        "demo-test",
+        ("inception", "classifier"),
+        ("fid", "is", "kid", "pr"),
+    )
+    parser.add_argument("--checkpoint", help="pipeline folder or hub id (default: the shipped demo model)")
+    parser.add_argument("--classes", nargs="*", help="class ids or names (default: every class)")
+    parser.add_argument("--per-class", type=int, default=100, help="images per class (class-balanced)")
+    parser.add_argument("--batch-size", type=int, default=100, help="images per pipeline call")
+    parser.add_argument("--cfg-scale", type=float, default=4.0)
+    parser.add_argument("--cfg-schedule", choices=("constant", "linear"), default="constant")
+    parser.add_argument("--cfg-scale-start", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    parser.add_argument("--reference", default=demo_reference,
+                        help=f"image folder, npz (arr_0 images and/or mu/sigma) or {demo_reference!r} "
+                        "(the real animal-shape-mnist test split)")  # fmt: skip
+    parser.add_argument("--features", choices=feature_kinds,
+                        help=f"feature network (default: classifier for {demo_reference}, else inception)")  # fmt: skip
+    parser.add_argument("--inception", help="local TorchScript Inception file (e.g. default_1.pt); "
+                        "without it the torchmetrics Inception is used, which downloads its weights")  # fmt: skip
+    parser.add_argument(
+        "--classifier", help="demo-domain classifier folder (default: checkpoints/animal-classifier)"
+    )
+    parser.add_argument("--metrics", nargs="+", choices=generation_metrics,
+                        help="default: all that the features and the reference allow")  # fmt: skip
+    parser.add_argument("--kid-subset-size", type=int, default=1000, help="clamped to the number of samples")
+    parser.add_argument("--save-png", help="also write the samples as PNG files into this folder")
+    parser.add_argument("--save-npz", help="also write the samples as an ADM-compatible npz (arr_0, labels)")
+    parser.add_argument("--out", default="outputs/eval.json", help="JSON file of the results")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -208,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_convert_arguments(p)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("eval", help="sample class-balanced images and compute FID/IS/KID/precision/recall")
+    _add_eval_arguments(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="run the benchmarks (same as `make bench`)")
     p.add_argument("--quick", action="store_true")
