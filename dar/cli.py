@@ -192,39 +192,53 @@ def cmd_eval(args) -> None:
         )
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise SystemExit(str(error)) from None
-    pipe = _load_pipeline(args)
-    size = pipe.tokenizer.config.image_size
-    if reference.images is not None and tuple(reference.images.shape[-2:]) != (size, size):
-        raise SystemExit(
-            f"the reference images are {tuple(reference.images.shape[-2:])} px but the model generates "
-            f"{size}×{size}: pass a reference at the model's resolution"
+    if args.samples:  # evaluate existing images (an npz, a folder, or the real demo-train baseline)
+        try:
+            images, labels = evaluation.load_samples(args.samples, per_class=args.per_class)
+        except (ValueError, FileNotFoundError) as error:
+            raise SystemExit(str(error)) from None
+        names = None
+        if labels is not None and classifier is not None:
+            from dar.data import ANIMAL_SHAPE_CLASSES
+
+            names = list(ANIMAL_SHAPE_CLASSES)
+        labels = labels if labels is not None else []
+    else:
+        pipe = _load_pipeline(args)
+        size = pipe.tokenizer.config.image_size
+        if reference.images is not None and tuple(reference.images.shape[-2:]) != (size, size):
+            raise SystemExit(
+                f"the reference images are {tuple(reference.images.shape[-2:])} px but the model generates "
+                f"{size}×{size}: pass a reference at the model's resolution"
+            )
+        for module in (feature, classifier):
+            if module is not None:
+                module.to(pipe.device)
+        labels = _labels_for(pipe, args)
+        generator = torch.Generator(pipe.device).manual_seed(args.seed)
+        images = evaluation.sample_images(
+            pipe, labels, batch_size=args.batch_size, generator=generator, **_sampling_kwargs(args)
         )
-    for module in (feature, classifier):
-        if module is not None:
-            module.to(pipe.device)
-    labels = _labels_for(pipe, args)
-    generator = torch.Generator(pipe.device).manual_seed(args.seed)
-    images = evaluation.sample_images(
-        pipe, labels, batch_size=args.batch_size, generator=generator, **_sampling_kwargs(args)
-    )
+        names = [pipe.id2label.get(i, str(i)) for i in range(pipe.layout.num_classes)]
     if args.save_png:
         metrics.save_pngs(images, args.save_png)
     if args.save_npz:
-        metrics.save_npz(images, args.save_npz, labels=torch.tensor(labels))
-    names = [pipe.id2label.get(i, str(i)) for i in range(pipe.layout.num_classes)]
+        metrics.save_npz(images, args.save_npz, labels=torch.tensor(labels) if labels else None)
     try:
         results = evaluation.evaluate_samples(
-            images, labels, reference, feature, metrics=args.metrics, classifier=classifier, class_names=names,
+            images, labels, reference, feature, metrics=args.metrics, class_names=names,
+            classifier=classifier if labels else None,
             kid_subset_size=args.kid_subset_size, generator=torch.Generator().manual_seed(args.seed),
         )  # fmt: skip
     except ValueError as error:
         raise SystemExit(str(error)) from None
     results["settings"] = {
-        "checkpoint": str(args.checkpoint or DEMO_CHECKPOINT),
+        "checkpoint": None if args.samples else str(args.checkpoint or DEMO_CHECKPOINT),
+        "samples": args.samples,
         "features": features,
         "inception": args.inception,
         "classifier": str(classifier_path) if classifier is not None else None,
-        "num_samples": len(labels),
+        "num_samples": int(images.shape[0]),
         "per_class": args.per_class,
         "seed": args.seed,
         "batch_size": args.batch_size,
@@ -268,6 +282,8 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         ("fid", "is", "kid", "pr"),
     )
     parser.add_argument("--checkpoint", help="pipeline folder or hub id (default: the shipped demo model)")
+    parser.add_argument("--samples", help="evaluate these images instead of sampling: an npz from --save-npz, "
+                        "an image folder, or 'demo-train' (real training images, --per-class of each class)")  # fmt: skip
     parser.add_argument("--classes", nargs="*", help="class ids or names (default: every class)")
     parser.add_argument("--per-class", type=int, default=100, help="images per class (class-balanced)")
     parser.add_argument("--batch-size", type=int, default=100, help="images per pipeline call")

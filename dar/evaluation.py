@@ -123,6 +123,40 @@ def _demo_test_images() -> torch.Tensor:
     return torch.from_numpy(pixels)[:, None].expand(-1, 3, -1, -1).contiguous()  # (N, 3, 32, 32), grey → RGB
 
 
+DEMO_TRAIN_SAMPLES = "demo-train"
+
+
+def load_samples(spec: str | os.PathLike, per_class: int = 100) -> tuple[torch.Tensor, list[int] | None]:
+    """Existing images to evaluate instead of sampling: uint8 (N, 3, H, W) and their labels (None if unknown).
+
+    ``spec`` is an npz written by ``--save-npz`` (``arr_0`` and ``labels``), a folder of images (no labels), or
+    ``demo-train``: the first ``per_class`` real training silhouettes of every class (the real-data baseline of
+    the demo table; the training and test splits are disjoint).
+    """
+    if str(spec) == DEMO_TRAIN_SAMPLES:
+        from dar.data import load_animal_shapes
+
+        if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+            raise ValueError(f"per_class must be a positive int, got {per_class!r}")
+        dataset = load_animal_shapes("train")
+        by_class: dict[int, list[int]] = {}
+        for index, label in enumerate(dataset["label"]):
+            by_class.setdefault(int(label), []).append(index)
+        if min(len(v) for v in by_class.values()) < per_class:
+            raise ValueError(f"the demo training split has fewer than {per_class} images in some class")
+        labels = [label for label in sorted(by_class) for _ in range(per_class)]
+        indices = [i for label in sorted(by_class) for i in by_class[label][:per_class]]
+        pixels = np.stack([np.asarray(dataset[i]["image"].convert("L"), dtype=np.uint8) for i in indices])
+        return torch.from_numpy(pixels)[:, None].expand(-1, 3, -1, -1).contiguous(), labels
+    path = Path(spec)
+    if not (path.is_dir() or (path.suffix == ".npz" and path.is_file())):
+        raise FileNotFoundError(
+            f"samples {spec!r} are not {DEMO_TRAIN_SAMPLES!r}, an image folder or an .npz file"
+        )
+    images, labels = load_images(path)
+    return images, None if labels is None else [int(label) for label in labels]
+
+
 def load_reference(spec: str | os.PathLike) -> Reference:
     """``demo-test``, a folder of PNG/JPEG images, or an npz with ``arr_0`` images and/or ``mu``/``sigma``."""
     if str(spec) == DEMO_REFERENCE:

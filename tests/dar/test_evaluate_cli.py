@@ -89,3 +89,13 @@ def test_eval_errors_name_the_fix(setup, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="--inception PATH"):
         cli.main(_eval_args(setup, tmp_path / "x.json") + ["--features", "inception"])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_eval_of_saved_samples_equals_eval_while_sampling(setup, tmp_path):
+    cli.main(_eval_args(setup, tmp_path / "a.json", "--save-npz", str(tmp_path / "s.npz")))
+    cli.main(_eval_args(setup, tmp_path / "b.json", "--samples", str(tmp_path / "s.npz")))
+    a, b = (json.loads((tmp_path / name).read_text()) for name in ("a.json", "b.json"))
+    assert b["metrics"] == a["metrics"] and b["class_accuracy"] == a["class_accuracy"]
+    assert b["settings"]["samples"] == str(tmp_path / "s.npz") and b["settings"]["checkpoint"] is None
+    with pytest.raises(SystemExit, match="not 'demo-train', an image folder or an .npz"):
+        cli.main(_eval_args(setup, tmp_path / "c.json", "--samples", str(tmp_path / "none.npz")))
