@@ -43,6 +43,7 @@ demo-train: $(STAMP)
 	$(VENV)/bin/accelerate launch --cpu recipes/train_tokenizer.py --config recipes/configs/demo_tokenizer.yaml
 	$(VENV)/bin/accelerate launch --cpu recipes/extract_codes.py --config recipes/configs/demo_codes.yaml
 	$(VENV)/bin/accelerate launch --cpu recipes/train_llama_ar.py --config recipes/configs/demo_ar.yaml
+	rm -rf checkpoints/dar-animals && cp -r runs/demo_ar/export/pipeline checkpoints/dar-animals
 
 clean:
 	rm -rf $(VENV) .pytest_cache

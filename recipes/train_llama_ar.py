@@ -5,7 +5,8 @@
 Data: pre-extracted code shards (``data.source: codes``, from ``extract_codes.py``; refused when made by another
 tokenizer) or images tokenized on the fly with ``model.tokenizer_path`` (the official way, ten-crop).
 Loss: ``llama_ar.ar_loss`` with class dropout and token dropout (official 0.1 each). Writes
-``<output_dir>/{config.yaml, checkpoints/, logs/, samples/, export/ar_model}``.
+``<output_dir>/{config.yaml, checkpoints/, logs/, samples/, export/ar_model, export/pipeline}`` (the pipeline
+folder when ``model.tokenizer_path`` is set).
 """
 
 from __future__ import annotations
@@ -226,6 +227,17 @@ def main(cfg: ARTrainingConfig) -> dict:
         final.save_pretrained(export_dir, **({"state_dict": state_dict} if ema is None else {}))
         save_samples(out / "samples" / "final.png")
         logger.info("exported the AR model to %s", export_dir)
+        if cfg.model.tokenizer_path:  # the pair as one diffusers pipeline folder (what `dar sample` loads)
+            from transformers import AutoModelForCausalLM
+
+            from dar.pipeline import DARPipeline
+
+            pipe = DARPipeline(
+                tokenizer=load_tokenizer(cfg.model.tokenizer_path, "cpu"),
+                ar_model=AutoModelForCausalLM.from_pretrained(export_dir),
+            )
+            pipe.save_pretrained(out / "export" / "pipeline")
+            logger.info("exported the pipeline to %s", out / "export" / "pipeline")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"step": cfg.train.max_steps, "export_dir": str(export_dir), "metrics": metrics,

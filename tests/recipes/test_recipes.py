@@ -147,6 +147,10 @@ def test_ar_launch_exports_stock_llama(pipeline_runs):
     assert type(model).__name__ == "LlamaForCausalLM"
     layout = VocabLayout.from_config(model.config)
     assert (layout.codebook_size, layout.num_classes) == (64, 2)
+    from dar.pipeline import DARPipeline
+
+    pipe = DARPipeline.from_pretrained(run / "export" / "pipeline")  # tokenizer_path was set: the pair as one folder
+    assert pipe.layout == layout and pipe.tokenizer.config.codebook_size == 64
 
 
 def test_ar_refuses_codes_of_another_tokenizer(pipeline_runs, tmp_path, one_thread):
