@@ -192,6 +192,9 @@ def cmd_eval(args) -> None:
         )
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise SystemExit(str(error)) from None
+    if args.reconstruction:
+        _eval_reconstruction(args, reference, feature, features)
+        return
     if args.samples:  # evaluate existing images (an npz, a folder, or the real demo-train baseline)
         try:
             images, labels = evaluation.load_samples(args.samples, per_class=args.per_class)
@@ -251,6 +254,47 @@ def cmd_eval(args) -> None:
     print(f"wrote {out}")
 
 
+def _eval_reconstruction(args, reference, feature, features: str) -> None:
+    """`dar eval --reconstruction`: the pipeline's tokenizer encodes and decodes the reference images."""
+    import json
+
+    import torch
+
+    from dar import metrics
+
+    if reference.images is None:
+        raise SystemExit(
+            "--reconstruction needs reference images: a folder, an npz with arr_0, or demo-test (not mu/sigma)"
+        )
+    pipe = _load_pipeline(args)
+    size = pipe.tokenizer.config.image_size
+    if tuple(reference.images.shape[-2:]) != (size, size):
+        raise SystemExit(
+            f"the reference images are {tuple(reference.images.shape[-2:])} px but the tokenizer takes "
+            f"{size}×{size}: pass images at the tokenizer's resolution"
+        )
+    feature.to(pipe.device)
+    images = reference.images.float() / 127.5 - 1  # uint8 → [-1, 1]; to_uint8 maps it back exactly
+    generator = torch.Generator(pipe.device).manual_seed(args.seed)
+    scores = metrics.reconstruction_metrics(
+        pipe.tokenizer, images, generator=generator, feature=feature, batch_size=args.batch_size
+    )
+    results = {
+        "reconstruction": scores,
+        "reference": reference.description,
+        "settings": {"checkpoint": str(args.checkpoint or DEMO_CHECKPOINT), "features": features,
+                     "seed": args.seed, "batch_size": args.batch_size},
+    }  # fmt: skip
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"reconstruction of {reference.description} ({scores['num_images']} images)")
+    for key in ("psnr", "ssim", "rfid"):
+        if key in scores:
+            print(f"  {key:<8} {scores[key]:10.4f}")
+    print(f"wrote {out}")
+
+
 def cmd_bench(args) -> None:
     from dar.bench.__main__ import main as bench_main
 
@@ -284,6 +328,8 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="pipeline folder or hub id (default: the shipped demo model)")
     parser.add_argument("--samples", help="evaluate these images instead of sampling: an npz from --save-npz, "
                         "an image folder, or 'demo-train' (real training images, --per-class of each class)")  # fmt: skip
+    parser.add_argument("--reconstruction", action="store_true", help="measure the tokenizer instead: "
+                        "encode + decode the reference images; PSNR, SSIM and rFID on --features")  # fmt: skip
     parser.add_argument("--classes", nargs="*", help="class ids or names (default: every class)")
     parser.add_argument("--per-class", type=int, default=100, help="images per class (class-balanced)")
     parser.add_argument("--batch-size", type=int, default=100, help="images per pipeline call")

@@ -99,3 +99,24 @@ def test_eval_of_saved_samples_equals_eval_while_sampling(setup, tmp_path):
     assert b["settings"]["samples"] == str(tmp_path / "s.npz") and b["settings"]["checkpoint"] is None
     with pytest.raises(SystemExit, match="not 'demo-train', an image folder or an .npz"):
         cli.main(_eval_args(setup, tmp_path / "c.json", "--samples", str(tmp_path / "none.npz")))
+
+
+def test_eval_reconstruction_measures_the_tokenizer(setup, tmp_path, capsys):
+    from dar.metrics import reconstruction_metrics
+
+    out = tmp_path / "r.json"
+    cli.main(_eval_args(setup, out, "--reconstruction", "--seed", "3"))
+    scores = json.loads(out.read_text())["reconstruction"]
+    assert scores["num_images"] == 8 and {"psnr", "ssim", "rfid"} <= set(scores)
+    # the same numbers as the library function on the same images, features and seed
+    from dar.classifier import ShapeClassifier
+    from dar.evaluation import build_feature_extractor
+    from dar.pipeline import DARPipeline
+
+    pipe = DARPipeline.from_pretrained(setup / "pipe")
+    feature = build_feature_extractor("classifier", classifier=ShapeClassifier.from_pretrained(setup / "clf"))
+    images = load_images(setup / "ref")[0].float() / 127.5 - 1
+    expected = reconstruction_metrics(pipe.tokenizer, images, generator=torch.Generator().manual_seed(3),
+                                      feature=feature, batch_size=4)  # fmt: skip
+    assert scores == pytest.approx(expected)
+    assert "psnr" in capsys.readouterr().out
