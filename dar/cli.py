@@ -1,4 +1,4 @@
-"""The ``dar`` command: sample, stream, layout-control, convert official weights, benchmark.
+"""The ``dar`` command: sample, stream, layout-control, convert official weights, evaluate, benchmark.
 
 Heavy libraries are imported inside the sub-commands so that ``dar --help`` answers at once.
 """
