@@ -149,7 +149,8 @@ def test_ar_launch_exports_stock_llama(pipeline_runs):
     assert (layout.codebook_size, layout.num_classes) == (64, 2)
     from dar.pipeline import DARPipeline
 
-    pipe = DARPipeline.from_pretrained(run / "export" / "pipeline")  # tokenizer_path was set: the pair as one folder
+    # tokenizer_path was set: the pair is also exported as one pipeline folder
+    pipe = DARPipeline.from_pretrained(run / "export" / "pipeline")
     assert pipe.layout == layout and pipe.tokenizer.config.codebook_size == 64
 
 
