@@ -61,7 +61,8 @@ def _labels_for(pipe, args) -> list[int]:
     return [i for i in ids for _ in range(args.per_class)]
 
 
-def _sampling_kwargs(args) -> dict:
+def sampling_kwargs(args) -> dict:
+    """The pipeline keyword arguments of the options added by :func:`add_generation_arguments`."""
     return {
         "cfg_scale": args.cfg_scale,
         "cfg_schedule": args.cfg_schedule,
@@ -88,7 +89,7 @@ def cmd_sample(args) -> None:
     pipe = _load_pipeline(args)
     labels = _labels_for(pipe, args)
     generator = torch.Generator(pipe.device).manual_seed(args.seed)
-    images = pipe(labels, generator=generator, output_type="np", **_sampling_kwargs(args)).images
+    images = pipe(labels, generator=generator, output_type="np", **sampling_kwargs(args)).images
     path = _save_grid(images, args.per_class, Path(args.out) / "samples.png")
     print(f"wrote {path}  ({len(labels)} images, {args.per_class} per class, one class per row)")
 
@@ -102,7 +103,7 @@ def cmd_stream(args) -> None:
     labels = _labels_for(pipe, args)
     generator = torch.Generator(pipe.device).manual_seed(args.seed)
     previews = []
-    for step in pipe.stream(labels, generator=generator, output_type="np", **_sampling_kwargs(args)):
+    for step in pipe.stream(labels, generator=generator, output_type="np", **sampling_kwargs(args)):
         previews.append(step.preview)
         logger.info(
             "step %d  t=%.3f  codes=%d  ar=%.2fs decode=%.2fs elapsed=%.2fs",
@@ -140,7 +141,7 @@ def cmd_layout(args) -> None:
             "dar layout needs --reference-class (a class id or name to draw the reference from)."
         )
     reference_label = _parse_labels([args.reference_class])
-    reference = pipe(reference_label, generator=generator, output_type="pt", **_sampling_kwargs(args)).images
+    reference = pipe(reference_label, generator=generator, output_type="pt", **sampling_kwargs(args)).images
     rows = [np.repeat(reference.permute(0, 2, 3, 1).cpu().numpy(), len(labels), axis=0)]
     for tokens in args.layout_tokens:
         out = pipe(
@@ -149,7 +150,7 @@ def cmd_layout(args) -> None:
             layout=reference * 2 - 1,
             layout_tokens=tokens,
             output_type="np",
-            **_sampling_kwargs(args),
+            **sampling_kwargs(args),
         )
         rows.append(out.images)
     grid = np.concatenate(rows, axis=0)
@@ -220,7 +221,7 @@ def cmd_eval(args) -> None:
         labels = _labels_for(pipe, args)
         generator = torch.Generator(pipe.device).manual_seed(args.seed)
         images = evaluation.sample_images(
-            pipe, labels, batch_size=args.batch_size, generator=generator, **_sampling_kwargs(args)
+            pipe, labels, batch_size=args.batch_size, generator=generator, **sampling_kwargs(args)
         )
         names = [pipe.id2label.get(i, str(i)) for i in range(pipe.layout.num_classes)]
     if args.save_png:
@@ -245,7 +246,7 @@ def cmd_eval(args) -> None:
         "per_class": args.per_class,
         "seed": args.seed,
         "batch_size": args.batch_size,
-        **_sampling_kwargs(args),
+        **sampling_kwargs(args),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -301,16 +302,21 @@ def cmd_bench(args) -> None:
     bench_main((["--quick"] if args.quick else []) + ["--out", args.out])
 
 
-def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", help="pipeline folder or hub id (default: the shipped demo model)")
-    parser.add_argument("--classes", nargs="*", help="class ids or names (default: every class)")
-    parser.add_argument("--per-class", type=int, default=4, help="images per class")
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sampling knobs read by ``sampling_kwargs`` (also used by recipes/evaluate.py)."""
     parser.add_argument("--cfg-scale", type=float, default=4.0)
     parser.add_argument("--cfg-schedule", choices=("constant", "linear"), default="constant")
     parser.add_argument("--cfg-scale-start", type=float, default=1.0)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=1.0)
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="pipeline folder or hub id (default: the shipped demo model)")
+    parser.add_argument("--classes", nargs="*", help="class ids or names (default: every class)")
+    parser.add_argument("--per-class", type=int, default=4, help="images per class")
+    add_generation_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     parser.add_argument("--out", default="outputs", help="output folder")
@@ -333,12 +339,7 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", nargs="*", help="class ids or names (default: every class)")
     parser.add_argument("--per-class", type=int, default=100, help="images per class (class-balanced)")
     parser.add_argument("--batch-size", type=int, default=100, help="images per pipeline call")
-    parser.add_argument("--cfg-scale", type=float, default=4.0)
-    parser.add_argument("--cfg-schedule", choices=("constant", "linear"), default="constant")
-    parser.add_argument("--cfg-scale-start", type=float, default=1.0)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
+    add_generation_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     parser.add_argument("--reference", default=demo_reference,

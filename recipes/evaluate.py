@@ -21,11 +21,10 @@ from pathlib import Path
 import torch
 
 from dar import evaluation, metrics
+from dar.cli import DEMO_CLASSIFIER, add_generation_arguments, sampling_kwargs
 from dar.train_loop import check_world_size, multi_process_cpu_launch
 
 logger = logging.getLogger("evaluate")
-
-DEMO_CLASSIFIER = Path(__file__).resolve().parents[1] / "checkpoints" / "animal-classifier"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,12 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", required=True, help="folder for shards, samples.npz and metrics.json")
     parser.add_argument("--per-class", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=50, help="images per pipeline call and process")
-    parser.add_argument("--cfg-scale", type=float, default=4.0)
-    parser.add_argument("--cfg-schedule", choices=("constant", "linear"), default="constant")
-    parser.add_argument("--cfg-scale-start", type=float, default=1.0)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
+    add_generation_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="process r samples with seed + r")
     parser.add_argument("--reference", default=evaluation.DEMO_REFERENCE)
     parser.add_argument("--features", choices=evaluation.FEATURE_KINDS)
@@ -90,10 +84,8 @@ def main(cfg: argparse.Namespace) -> dict | None:
     start, my_labels = evaluation.shard(labels, rank, world_size)
     if my_labels:
         generator = torch.Generator(pipe.device).manual_seed(cfg.seed + rank)
-        sampling = {k: getattr(cfg, k) for k in ("cfg_scale", "cfg_schedule", "cfg_scale_start", "temperature",
-                                                 "top_k", "top_p")}  # fmt: skip
         images = evaluation.sample_images(
-            pipe, my_labels, batch_size=cfg.batch_size, generator=generator, **sampling
+            pipe, my_labels, batch_size=cfg.batch_size, generator=generator, **sampling_kwargs(cfg)
         )
         metrics.save_npz(images, shard_dir / f"rank{rank:03d}.npz", labels=torch.tensor(my_labels))
         if cfg.save_png:
