@@ -1,13 +1,19 @@
-"""The demo model committed under checkpoints/dar-animals: safetensors within budget, loads, `dar sample` works offline."""
+"""The demo model committed under checkpoints/dar-animals: within budget, loads, `dar sample` works, draws the class."""
 
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from dar import DARPipeline, cli
+from dar.classifier import ShapeClassifier
+from dar.evaluation import class_accuracy, class_balanced_labels, sample_images
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "checkpoints" / "dar-animals"
+# A regression guard, not the issue's bar: the shipped model scores 29.5 % on this fixed draw (chance 10 %); a label
+# mix-up or a broken tokenizer falls to ~10 %. Raise it when a better demo model ships (README, "The demo model").
+MIN_CLASS_ACCURACY = 0.2
 
 
 def test_shipped_folders_are_safetensors_within_the_size_budget():
@@ -31,3 +37,16 @@ def test_shipped_pipeline_loads_with_class_names_and_a_stock_llama():
     assert pipe.get_label_ids(["bear", "zebra"]) == [0, 9] and pipe.tokenizer.config.image_size == 32
     ar = AutoModelForCausalLM.from_pretrained(SHIPPED / "ar_model")
     assert type(ar).__name__ == "LlamaForCausalLM"
+
+
+def test_shipped_model_draws_the_requested_animal_above_chance():
+    # 20 samples per class at the CLI's default cfg 4, judged by the demo classifier (97.9 % on real test images;
+    # chance is 10 %). The README reports the 100-per-class figure of `dar eval`; this is a smaller, fixed draw.
+    pipe = DARPipeline.from_pretrained(str(SHIPPED))
+    classifier = ShapeClassifier.from_pretrained(cli.DEMO_CLASSIFIER).eval()
+    labels = class_balanced_labels(10, 20)
+    images = sample_images(
+        pipe, labels, batch_size=100, generator=torch.Generator().manual_seed(0), cfg_scale=4.0
+    )
+    accuracy = class_accuracy(classifier, images, labels, list(pipe.id2label.values()))
+    assert accuracy["overall"] >= MIN_CLASS_ACCURACY, accuracy
