@@ -48,5 +48,5 @@ def test_shipped_model_draws_the_requested_animal_above_chance():
     images = sample_images(
         pipe, labels, batch_size=100, generator=torch.Generator().manual_seed(0), cfg_scale=4.0
     )
-    accuracy = class_accuracy(classifier, images, labels, list(pipe.id2label.values()))
+    accuracy = class_accuracy(classifier, images, labels, [pipe.id2label[i] for i in range(10)])
     assert accuracy["overall"] >= MIN_CLASS_ACCURACY, accuracy
