@@ -253,8 +253,9 @@ TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
         decoder_dim=128,
         num_decoder_layers=2,
         repa_layer=None,
-        # SD3's resolution rule (shift ∝ side length) puts 32 px far below the 256 px preset's β = 2; at 2 the
-        # short demo run under-trains the low-noise steps that draw the edges.
-        time_shift=1.0,
+        # β = 3 (more training times near the noise end, where the first code groups decide the silhouette)
+        # learned faster than β = 1 in a 500-step A/B on this data: reconstruction MSE 0.110 vs 0.120, codes used
+        # 147 vs 112 of 512.
+        time_shift=3.0,
     ),
 }
