@@ -11,9 +11,10 @@ from dar.evaluation import class_accuracy, class_balanced_labels, sample_images
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "checkpoints" / "dar-animals"
-# A regression guard, not the bar: the shipped model scores 29.5 % on this fixed draw (chance 10 %); a label
-# mix-up or a broken tokenizer falls to ~10 %. Raise it when a better demo model ships (README, "The demo model").
-MIN_CLASS_ACCURACY = 0.2
+# A regression guard, not the bar: the shipped model scores 35.0 % on this fixed draw (the previous one
+# 29.5 %; chance 10 %); a label mix-up or a broken tokenizer falls to ~10 %. Raise it when a better demo model ships
+# (README, "The demo model").
+MIN_CLASS_ACCURACY = 0.25
 
 
 def test_shipped_folders_are_safetensors_within_the_size_budget():
