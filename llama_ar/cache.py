@@ -15,7 +15,7 @@ from functools import cache
 
 import torch
 
-__all__ = ["CACHE_KINDS", "make_cache", "preallocated_layer_class"]
+__all__ = ["CACHE_KINDS", "check_cache_filled", "make_cache", "preallocated_layer_class"]
 
 CACHE_KINDS = ("dynamic", "static", "preallocated")
 
@@ -79,7 +79,7 @@ def make_cache(kind: str, config, max_len: int):
         max_len: Largest number of tokens that will be fed (prefill + decode steps).
 
     Returns:
-        A ``transformers.Cache`` to pass as ``past_key_values``.
+        A ``transformers.Cache`` to pass as ``cache=`` (the keyword of transformers ≥ 5.24).
     """
     from transformers import DynamicCache, StaticCache
     from transformers.cache_utils import Cache
@@ -92,3 +92,20 @@ def make_cache(kind: str, config, max_len: int):
         layer_class = preallocated_layer_class()
         return Cache(layers=[layer_class(max_len) for _ in range(config.num_hidden_layers)])
     raise ValueError(f"cache must be 'dynamic', 'static' or 'preallocated', got {kind!r}.")
+
+
+def check_cache_filled(cache, num_tokens: int) -> None:
+    """Raise unless ``cache`` holds exactly ``num_tokens`` positions after a prefill of that length.
+
+    transformers 5.24 renamed the cache keyword of ``LlamaModel.forward`` from ``past_key_values`` to ``cache``;
+    a release that does not know the keyword it is given puts it in ``**kwargs`` and builds a fresh cache per
+    call, so every later code would be sampled without context, silently. This check turns that into an error.
+    """
+    filled = cache.get_seq_length()
+    if filled != num_tokens:
+        import transformers
+
+        raise RuntimeError(
+            f"the KV cache holds {filled} positions after a prefill of {num_tokens} tokens: transformers "
+            f"{transformers.__version__} did not use the cache passed as cache=; install transformers>=5.24,<6"
+        )

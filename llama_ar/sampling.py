@@ -38,7 +38,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .cache import CACHE_KINDS, make_cache
+from .cache import CACHE_KINDS, check_cache_filled, make_cache
 from .kernels import SkinnyLinearMode
 from .layout import VocabLayout
 
@@ -149,8 +149,9 @@ def _decode(
     input_ids = torch.cat([first[:, None], prompt], dim=1)  # (rows, P + 1)
     position_ids = torch.arange(num_prefix + 1, device=device)[None]  # (1, P + 1)
     cache = make_cache(cache_kind, model.config, num_tokens)
-    hidden = backbone(input_ids=input_ids, position_ids=position_ids, past_key_values=cache, use_cache=True)
+    hidden = backbone(input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True)
     hidden = hidden.last_hidden_state[:, -1]  # (rows, d)
+    check_cache_filled(cache, input_ids.shape[1])
 
     for group in range(num_prefix // tokens_per_step):
         yield codes[:, group * tokens_per_step : (group + 1) * tokens_per_step]
@@ -181,7 +182,7 @@ def _decode(
         if guided:
             step_ids[batch:] = next_codes
         step_pos.fill_(k + 1)
-        hidden = backbone(input_ids=step_ids, position_ids=step_pos, past_key_values=cache, use_cache=True)
+        hidden = backbone(input_ids=step_ids, position_ids=step_pos, cache=cache, use_cache=True)
         hidden = hidden.last_hidden_state[:, -1]
 
 

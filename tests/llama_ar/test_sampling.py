@@ -248,3 +248,18 @@ def test_sampling_reads_the_layout_from_a_reloaded_model(tiny_model, tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     expected = sample_codes(tiny_model, [1], N, cfg_scale=3.0, top_k=1)
     assert torch.equal(sample_codes(loaded, [1], N, cfg_scale=3.0, top_k=1), expected)
+
+
+def test_a_backbone_that_ignores_the_cache_keyword_is_an_error_not_wrong_codes(tiny_model):
+    # transformers 5.40 drops `past_key_values=` into **kwargs and builds a fresh cache per call; an older
+    # release ignores `cache=`. Simulate a release that ignores whichever keyword the sampler passes.
+    forward = tiny_model.model.forward
+
+    def forgetful(*args, **kwargs):
+        kwargs.pop("cache", None)
+        kwargs.pop("past_key_values", None)
+        return forward(*args, **kwargs)
+
+    tiny_model.model.forward = forgetful
+    with pytest.raises(RuntimeError, match=r"transformers>=5\.24"):
+        sample_codes(tiny_model, [0], N, cfg_scale=1.0, generator=torch.Generator().manual_seed(0))
