@@ -4,20 +4,23 @@
 
 * ``"dynamic"``: ``DynamicCache``; grows by concatenation, so every step copies the whole cache;
 * ``"static"``: ``StaticCache``; preallocated, but attention runs over the padded length with a mask;
-* ``"preallocated"``: one ``PreallocatedLayer`` (see :func:`preallocated_layer_class`) per layer; writes into one preallocated buffer and hands
-  attention a view of the filled part (no copy, no padding). Towards the model and the mask code it behaves like
-  a ``DynamicLayer`` (it subclasses it), so the model stays stock.
+* ``"preallocated"``: one ``PreallocatedLayer`` (see :func:`preallocated_layer_class`) per layer; writes into
+  one preallocated buffer and hands attention a view of the filled part (no copy, no padding). Towards the model
+  and the mask code it behaves like a ``DynamicLayer`` (it subclasses it), so the model stays stock.
 """
 
 from __future__ import annotations
 
 from functools import cache
+from typing import get_args
 
 import torch
 
+from .options import CacheKind
+
 __all__ = ["CACHE_KINDS", "check_cache_filled", "make_cache", "preallocated_layer_class"]
 
-CACHE_KINDS = ("dynamic", "static", "preallocated")
+CACHE_KINDS: tuple[str, ...] = get_args(CacheKind)
 
 
 @cache
@@ -74,7 +77,8 @@ def make_cache(kind: str, config, max_len: int):
     """A fresh KV cache.
 
     Args:
-        kind: One of :data:`CACHE_KINDS`.
+        kind: One of :data:`CACHE_KINDS` (``"preallocated"``: one buffer written in place, attention over the
+            filled part only, no copy and no padding — the fastest on CPU).
         config: The model's ``LlamaConfig``.
         max_len: Largest number of tokens that will be fed (prefill + decode steps).
 
@@ -91,7 +95,7 @@ def make_cache(kind: str, config, max_len: int):
     if kind == "preallocated":
         layer_class = preallocated_layer_class()
         return Cache(layers=[layer_class(max_len) for _ in range(config.num_hidden_layers)])
-    raise ValueError(f"cache must be 'dynamic', 'static' or 'preallocated', got {kind!r}.")
+    raise ValueError(f"cache must be one of {CACHE_KINDS}, got {kind!r}.")
 
 
 def check_cache_filled(cache, num_tokens: int) -> None:

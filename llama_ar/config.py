@@ -37,7 +37,7 @@ def swiglu_hidden_size(hidden_size: int, multiple_of: int = 256) -> int:
     return -(-width // multiple_of) * multiple_of
 
 
-@dataclass
+@dataclass(frozen=True)
 class ARConfig:
     """Shape and training-time settings of the AR prior.
 
@@ -82,7 +82,11 @@ class ARConfig:
                 "pick num_heads so that hidden_size / num_heads (the head dim, 64 officially) is an integer."
             )
         if self.intermediate_size is None:
-            self.intermediate_size = swiglu_hidden_size(self.hidden_size)
+            object.__setattr__(self, "intermediate_size", swiglu_hidden_size(self.hidden_size))
+        elif isinstance(self.intermediate_size, bool) or not isinstance(self.intermediate_size, int):
+            raise ValueError(
+                f"ARConfig.intermediate_size must be an int or None, got {self.intermediate_size!r}."
+            )
         elif self.intermediate_size < 1:
             raise ValueError(f"ARConfig.intermediate_size must be positive, got {self.intermediate_size}.")
         for name in ("attention_dropout", "token_dropout", "class_dropout"):
@@ -114,16 +118,24 @@ class ARConfig:
         )
 
     def replace(self, **changes: Any) -> ARConfig:
-        """Copy with some fields changed (``dataclasses.replace``; unknown names raise ``TypeError``)."""
+        """A copy with some fields changed, validated again; a new ``hidden_size`` re-derives the SwiGLU width.
+
+        Raises:
+            ValueError: naming unknown fields.
+        """
+        _check_fields(changes)
         if "hidden_size" in changes and "intermediate_size" not in changes:
             changes["intermediate_size"] = None  # re-derive the SwiGLU width for a new width
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every field."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ARConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        _check_fields(data)
         return cls(**data)
 
     @classmethod
@@ -131,7 +143,7 @@ class ARConfig:
         """A preset from :data:`AR_PRESETS`, optionally with fields changed."""
         if name not in AR_PRESETS:
             raise ValueError(f"unknown AR preset {name!r}; choose one of {sorted(AR_PRESETS)}.")
-        return AR_PRESETS[name].replace(**changes) if changes else dataclasses.replace(AR_PRESETS[name])
+        return AR_PRESETS[name].replace(**changes) if changes else AR_PRESETS[name]
 
     def to_llama_config(self, layout: VocabLayout, **llama_kwargs: Any):
         """The matching ``transformers.LlamaConfig``, with ``layout`` stored as ``config.dar_layout``.
@@ -171,6 +183,13 @@ class ARConfig:
         config = LlamaConfig(**kwargs)
         layout.attach_to(config)
         return config
+
+
+def _check_fields(names: Any) -> None:
+    known = {f.name for f in dataclasses.fields(ARConfig)}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"unknown ARConfig fields {unknown}; known fields are {sorted(known)}.")
 
 
 AR_PRESETS: dict[str, ARConfig] = {

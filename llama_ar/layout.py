@@ -24,10 +24,12 @@ with ``AutoModelForCausalLM.from_pretrained`` therefore knows its layout; read i
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["CONFIG_KEY", "VocabLayout"]
@@ -75,11 +77,6 @@ class VocabLayout:
 
     # ----------------------------------------------------------------------------------------------- ids
     @property
-    def first_class_token(self) -> int:
-        """Id of class 0 (= ``codebook_size``)."""
-        return self.codebook_size
-
-    @property
     def null_token(self) -> int:
         """Id of the null class used for classifier-free guidance (= ``codebook_size + num_classes``)."""
         return self.codebook_size + self.num_classes
@@ -101,19 +98,44 @@ class VocabLayout:
             )
         return self.codebook_size + index
 
-    def class_tokens(
-        self, labels: torch.Tensor | Sequence[int] | int, device: torch.device | str | None = None
-    ) -> torch.Tensor:
-        """Validate class labels and map them to token ids.
+    def label_ids(self, names: str | Sequence[str]) -> list[int]:
+        """Class names (case-insensitive, any comma-separated synonym of ``id2label``) → class indices.
+
+        Raises:
+            ValueError: for a name the layout does not know; the message lists the known names.
+        """
+        if isinstance(names, str):
+            names = [names]
+        lookup: dict[str, int] = {}
+        for index, name in (self.id2label or {}).items():
+            for synonym in str(name).split(","):
+                lookup.setdefault(synonym.strip().lower(), int(index))
+        ids = []
+        for name in names:
+            key = str(name).strip().lower()
+            if key not in lookup:
+                known = (
+                    ", ".join(sorted((self.id2label or {}).values()))
+                    or "none: this model stores no class names"
+                )
+                raise ValueError(f"Unknown class name {name!r}. Known names: {known}. Or pass integer ids.")
+            ids.append(lookup[key])
+        return ids
+
+    def class_ids(self, labels: Any, device: torch.device | str | None = None) -> torch.Tensor:
+        """Validate class labels: ints (Python or numpy), names, integer tensors/arrays, or a list of these.
 
         Args:
-            labels: Class indices, an int, a sequence of ints or an integer tensor of shape (B,), each in
-                ``[0, num_classes)``. Float tensors are refused (cast with ``.long()`` if they hold indices).
-            device: Device of the result; defaults to the tensor's device (or CPU).
+            labels: one label or a sequence, each a class index in ``[0, num_classes)`` or a class name.
+            device: device of the result (default: the tensor's, or CPU).
 
         Returns:
-            (B,) int64 token ids in ``[codebook_size, codebook_size + num_classes)``.
+            (B,) int64 class indices.
         """
+        if isinstance(labels, (str, numbers.Integral)):
+            labels = [labels]
+        if isinstance(labels, np.ndarray):
+            labels = torch.from_numpy(labels)
         if isinstance(labels, torch.Tensor):
             if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
                 raise ValueError(
@@ -128,14 +150,24 @@ class VocabLayout:
                 device=device if device is not None else labels.device, dtype=torch.long
             )
         else:
-            values = [labels] if isinstance(labels, int) else list(labels)
+            try:
+                values = list(labels)
+            except TypeError:
+                raise TypeError(
+                    f"class labels must be class indices or names, got {type(labels).__name__}."
+                ) from None
+            ids = []
             for value in values:
-                if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, str):
+                    ids.extend(self.label_ids(value))
+                elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                    ids.append(int(value))
+                else:
                     raise ValueError(
-                        f"class labels must be ints, got {value!r} ({type(value).__name__}); pass class indices "
-                        f"in [0, {self.num_classes})."
+                        f"class labels must be ints or names, got {value!r} ({type(value).__name__}); pass class "
+                        f"indices in [0, {self.num_classes})."
                     )
-            tensor = torch.tensor(values, dtype=torch.long, device=device)
+            tensor = torch.tensor(ids, dtype=torch.long, device=device)
         if tensor.numel() == 0:
             raise ValueError("class labels are empty; pass at least one class index.")
         low, high = int(tensor.min()), int(tensor.max())
@@ -145,7 +177,15 @@ class VocabLayout:
                 f"class label {bad} is outside [0, {self.num_classes}); this model knows {self.num_classes} "
                 "classes (use the null class only through cfg_scale / class dropout)."
             )
-        return tensor + self.codebook_size
+        return tensor
+
+    def class_tokens(self, labels: Any, device: torch.device | str | None = None) -> torch.Tensor:
+        """Validate class labels (see :meth:`class_ids`) and map them to token ids.
+
+        Returns:
+            (B,) int64 token ids in ``[codebook_size, codebook_size + num_classes)``.
+        """
+        return self.class_ids(labels, device) + self.codebook_size
 
     def null_tokens(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
         """(batch_size,) int64 tensor filled with :attr:`null_token`."""

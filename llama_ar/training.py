@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .layout import VocabLayout
 
 __all__ = [
+    "ARLossModule",
     "ARLossOutput",
     "ARTrainingBatch",
     "ar_loss",
@@ -136,7 +137,8 @@ def ar_training_batch(
     class_labels: torch.Tensor,
     codes: torch.Tensor,
     layout: VocabLayout,
-    class_dropout: float = 0.1,
+    *,
+    class_dropout: float,
     generator: torch.Generator | None = None,
 ) -> ARTrainingBatch:
     """Build the teacher-forced input/target pair, with class dropout.
@@ -145,7 +147,7 @@ def ar_training_batch(
         class_labels: (B,) integer class indices in ``[0, num_classes)``.
         codes: (B, N) int64 codes in ``[0, codebook_size)``, N ≥ 1.
         layout: The vocabulary layout.
-        class_dropout: Probability of replacing a label by the null class.
+        class_dropout: Probability of replacing a label by the null class (``ARConfig.class_dropout``).
         generator: Random source for the class dropout.
 
     Returns:
@@ -173,25 +175,27 @@ def ar_loss(
     class_labels: torch.Tensor,
     codes: torch.Tensor,
     layout: VocabLayout | None = None,
-    class_dropout: float = 0.1,
-    token_dropout: float = 0.1,
+    *,
+    class_dropout: float,
+    token_dropout: float,
     generator: torch.Generator | None = None,
     token_dropout_mode: Literal["element", "row"] = "element",
     drop_class_token: bool = True,
 ) -> ARLossOutput:
     """Mean next-code cross-entropy of ``model`` on a batch, with class and token dropout.
 
-    The model is called through its own ``forward`` (so DDP / FSDP / accelerate wrappers keep working) with
-    ``inputs_embeds``; the caller chooses train/eval mode (the only in-model dropout is ``attention_dropout``).
-    Pass ``class_dropout=0, token_dropout=0`` for a validation loss.
+    The token embeddings are looked up outside the Llama's ``forward``: under DDP / FSDP / autocast wrap an
+    :class:`ARLossModule` (whose ``forward`` runs all of this) rather than the bare model. The caller chooses
+    train/eval mode (the only in-model dropout is ``attention_dropout``). Pass ``class_dropout=0,
+    token_dropout=0`` for a validation loss; the training values live in :class:`llama_ar.ARConfig`.
 
     Args:
         model: A ``LlamaForCausalLM`` built by :func:`llama_ar.build_ar_model` (or a wrapper with ``.module``).
         class_labels: (B,) integer class indices in ``[0, num_classes)``.
         codes: (B, N) int64 codes in ``[0, codebook_size)``; N ≤ the model's ``max_position_embeddings``.
         layout: Vocabulary layout; read from ``model.config`` when ``None``.
-        class_dropout: Probability of training a row unconditionally (official 0.1).
-        token_dropout: Input-embedding dropout probability (official 0.1).
+        class_dropout: Probability of training a row unconditionally (``ARConfig.class_dropout``).
+        token_dropout: Input-embedding dropout probability (``ARConfig.token_dropout``).
         generator: Random source for both dropouts (deterministic given the generator state).
         token_dropout_mode: ``"element"`` (official ``nn.Dropout``) or ``"row"``.
         drop_class_token: Whether token dropout also applies to the class token (official: yes).
@@ -208,7 +212,7 @@ def ar_loss(
             f"codes have {codes.shape[1]} positions but the model holds at most {max_codes}; "
             "build the model with a larger num_tokens."
         )
-    batch = ar_training_batch(class_labels, codes, layout, class_dropout, generator)
+    batch = ar_training_batch(class_labels, codes, layout, class_dropout=class_dropout, generator=generator)
     embeds = inner.get_input_embeddings()(batch.input_ids)  # (B, N, d)
     embeds = drop_embeddings(
         embeds, token_dropout, generator, token_dropout_mode, keep_first=not drop_class_token
@@ -221,3 +225,39 @@ def ar_loss(
     return ARLossOutput(
         loss=loss, accuracy=accuracy, num_targets=batch.targets.numel(), class_dropped=batch.class_dropped
     )
+
+
+class ARLossModule(torch.nn.Module):
+    """:func:`ar_loss` as a module's ``forward``: the embedding lookup, dropouts and the Llama all run inside it.
+
+    Wrap this module (not the bare Llama) with DDP / FSDP / ``accelerator.prepare``: FSDP gathers sharded
+    parameters only inside the wrapped ``forward``, and autocast covers the embeddings too.
+
+    Args:
+        model: the ``LlamaForCausalLM`` being trained (it carries its :class:`VocabLayout`).
+        class_dropout: class-label dropout probability (``ARConfig.class_dropout``).
+        token_dropout: input-embedding dropout probability (``ARConfig.token_dropout``).
+    """
+
+    def __init__(self, model: torch.nn.Module, *, class_dropout: float, token_dropout: float) -> None:
+        super().__init__()
+        _check_probability("class_dropout", class_dropout)
+        _check_probability("token_dropout", token_dropout)
+        self.model = model
+        self.layout = VocabLayout.from_config(model.config)
+        self.class_dropout, self.token_dropout = class_dropout, token_dropout
+
+    def forward(
+        self, class_labels: torch.Tensor, codes: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """(B,) labels and (B, N) codes → ``{"loss": …, "accuracy": …}`` scalar tensors."""
+        result = ar_loss(
+            self.model,
+            class_labels,
+            codes,
+            self.layout,
+            class_dropout=self.class_dropout,
+            token_dropout=self.token_dropout,
+            generator=generator,
+        )
+        return {"loss": result.loss, "accuracy": result.accuracy}

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from dar.codes import INDEX_FILE, CodeShardWriter, tokenizer_fingerprint, write_codes_index
-from dar.config_io import parse_config_args, save_config
-from dar.data import ImageDataset, class_names_of, collate_images, load_image_dataset
-from dar.recipe_config import ExtractCodesConfig
-from dar.train_loop import check_world_size, multi_process_cpu_launch
+from dar.data.codes import INDEX_FILE, CodeShardWriter, tokenizer_fingerprint, write_codes_index
+from dar.data.images import ImageDataset, class_names_of, collate_images, load_image_dataset
+from dar.training.config import ExtractCodesConfig
+from dar.training.config_io import parse_config_args, save_config
+from dar.training.run import check_world_size, multi_process_cpu_launch
 
 logger = logging.getLogger("extract_codes")
 
@@ -32,10 +32,8 @@ def main(cfg: ExtractCodesConfig) -> dict:
 
     from tokenizer import DARTokenizer
 
-    if not cfg.tokenizer_path or not Path(cfg.tokenizer_path).is_dir():
-        raise FileNotFoundError(
-            f"tokenizer_path={cfg.tokenizer_path!r} is not a folder written by save_pretrained"
-        )
+    if not cfg.tokenizer_path:
+        raise ValueError("set tokenizer_path to a tokenizer folder written by save_pretrained")
     accelerator = Accelerator(cpu=multi_process_cpu_launch(), mixed_precision="no")  # fp32, as the official
     check_world_size(accelerator)
     out = Path(cfg.output_dir)
@@ -43,9 +41,11 @@ def main(cfg: ExtractCodesConfig) -> dict:
         if (out / INDEX_FILE).exists() or any(out.glob("codes-r*.safetensors")):
             if not cfg.overwrite:
                 raise FileExistsError(
-                    f"{out} already holds a code set; set overwrite=true or choose another output_dir"
+                    f"{out} already holds a code set; pass --overwrite to replace it or choose another output_dir"
                 )
             shutil.rmtree(out)
+        elif out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"{out} is not empty and holds no code set: choose an empty output_dir")
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "extract_config.yaml")
     accelerator.wait_for_everyone()
@@ -59,9 +59,12 @@ def main(cfg: ExtractCodesConfig) -> dict:
     hf_dataset = load_image_dataset(cfg.data)
     ten_crop = cfg.views == "ten_crop"
     dataset = ImageDataset.from_config(
-        cfg.data, dataset=hf_dataset, augment="ten_crop" if ten_crop else "center_crop", random_flip=False,
+        cfg.data,
+        dataset=hf_dataset,
+        augment="ten_crop" if ten_crop else "center_crop",
+        random_flip=False,
         all_views=ten_crop,
-    )  # fmt: skip
+    )
     rows = list(range(len(dataset)))
     with accelerator.split_between_processes(rows) as my_rows:  # contiguous slice per process
         subset = torch.utils.data.Subset(dataset, my_rows)
@@ -73,8 +76,14 @@ def main(cfg: ExtractCodesConfig) -> dict:
         num_workers=cfg.data.num_workers,
         collate_fn=collate_images,
     )
-    logger.info("world size %d: encoding %d of %d images per process (%s views) with tokenizer %s",
-                accelerator.num_processes, len(subset), len(dataset), cfg.views, fingerprint[:12])  # fmt: skip
+    logger.info(
+        "world size %d: encoding %d of %d images per process (%s views) with tokenizer %s",
+        accelerator.num_processes,
+        len(subset),
+        len(dataset),
+        cfg.views,
+        fingerprint[:12],
+    )
 
     writer = CodeShardWriter(
         out, fingerprint, tok.config.codebook_size, accelerator.process_index, cfg.shard_size
@@ -99,11 +108,16 @@ def main(cfg: ExtractCodesConfig) -> dict:
         num_classes = int(max(hf_dataset[cfg.data.label_column])) + 1
     if accelerator.is_main_process:
         write_codes_index(
-            out, fingerprint, num_tokens=tok.config.num_tokens, codebook_size=tok.config.codebook_size,
-            num_classes=num_classes or 1, views=10 if ten_crop else 1, class_names=class_names,
+            out,
+            fingerprint,
+            num_tokens=tok.config.num_tokens,
+            codebook_size=tok.config.codebook_size,
+            num_classes=num_classes or 1,
+            views=10 if ten_crop else 1,
+            class_names=class_names,
             tokenizer_path=str(Path(cfg.tokenizer_path).resolve()),
             extra={"skipped_images": skipped_all, "world_size": accelerator.num_processes},
-        )  # fmt: skip
+        )
         logger.info("wrote %s (%d unreadable images skipped)", out / INDEX_FILE, skipped_all)
     accelerator.wait_for_everyone()
     return {"output_dir": str(out), "fingerprint": fingerprint, "skipped_images": skipped_all}
@@ -111,6 +125,8 @@ def main(cfg: ExtractCodesConfig) -> dict:
 
 if __name__ == "__main__":
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+    )
     main(parse_config_args(ExtractCodesConfig, description="Encode a dataset into D-AR code shards."))

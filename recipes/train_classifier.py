@@ -13,19 +13,17 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from dar.classifier import ShapeClassifier, per_class_accuracy, train_classifier
-from dar.data import ANIMAL_SHAPE_CLASSES, load_animal_shapes
+from dar.demo.animal_shapes import ANIMAL_SHAPE_CLASSES, animal_shapes_uint8
+from dar.demo.classifier import ShapeClassifier, per_class_accuracy, train_classifier
+from dar.images import from_uint8
 
 
 def as_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The demo split as (N, 3, 32, 32) float images in [-1, 1] and (N,) int64 labels."""
-    dataset = load_animal_shapes(split)
-    pixels = np.stack([np.asarray(image, dtype=np.float32) for image in dataset["image"]])
-    images = torch.from_numpy(pixels / 127.5 - 1)[:, None].expand(-1, 3, -1, -1).contiguous()
-    return images, torch.tensor(dataset["label"])
+    images, labels = animal_shapes_uint8(split)
+    return from_uint8(images), torch.tensor(labels)
 
 
 def main() -> None:

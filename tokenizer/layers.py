@@ -27,11 +27,6 @@ def parameter_free_layer_norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=LAYER_NORM_EPS, elementwise_affine=False, bias=False)
 
 
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """adaLN modulation x·(1 + scale) + shift (all broadcastable to x)."""
-    return torch.addcmul(shift, x, 1 + scale)
-
-
 def patchify(images: Tensor, patch_size: int) -> Tensor:
     """Rearrange images into flattened patches, row-major, channel index c·p² + i·p + j.
 

@@ -38,7 +38,6 @@ class TokenizerLosses:
         perceptual_weight: weight of ``perceptual`` in the total.
         repa_weight: weight of ``repa`` in the total.
         groups: (B,) int64 condition group sampled for each image.
-        codebook_usage: 0-dim float, fraction of codebook entries used by the unmasked tokens of the batch.
     """
 
     flow: Tensor
@@ -48,7 +47,6 @@ class TokenizerLosses:
     perceptual_weight: float = 0.0
     repa_weight: float = 0.0
     groups: Tensor | None = None
-    codebook_usage: Tensor | None = None
 
     @property
     def total(self) -> Tensor:
@@ -60,19 +58,13 @@ class TokenizerLosses:
             total = total + self.repa_weight * self.repa
         return total
 
-    def to_dict(self) -> dict[str, float]:
-        """Detached floats for logging: total and every present term."""
-        out = {
-            "total": float(self.total.detach()),
-            "flow": float(self.flow.detach()),
-            "vq": float(self.vq.detach()),
-        }
+    def terms(self) -> dict[str, Tensor]:
+        """Scalar tensors for logging: ``loss`` (the total) and every present term (not detached)."""
+        out = {"loss": self.total, "flow": self.flow, "vq": self.vq}
         if self.perceptual is not None:
-            out["perceptual"] = float(self.perceptual.detach())
+            out["perceptual"] = self.perceptual
         if self.repa is not None:
-            out["repa"] = float(self.repa.detach())
-        if self.codebook_usage is not None:
-            out["codebook_usage"] = float(self.codebook_usage)
+            out["repa"] = self.repa
         return out
 
 
@@ -139,3 +131,43 @@ class Dinov2Target(nn.Module):
         x = ((images.float() + 1.0) / 2.0 - self.mean) / self.std
         x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bicubic")
         return self.model(pixel_values=x).last_hidden_state[:, self.num_prefix_tokens :]
+
+
+class TokenizerLossModule(nn.Module):
+    """``DARTokenizer.training_losses`` as a module's ``forward``, so DDP / FSDP / autocast wrappers see it.
+
+    The frozen perceptual and REPA networks are kept out of the module tree (not trained, not checkpointed).
+
+    Args:
+        tokenizer: the :class:`tokenizer.DARTokenizer` being trained.
+        perceptual_loss: optional ``(images, reconstructions) -> loss`` (e.g. LPIPS).
+        perceptual_weight: its weight in the total.
+        repa_target: optional frozen feature network for REPA (e.g. :class:`Dinov2Target`).
+        repa_weight: its weight in the total.
+    """
+
+    def __init__(
+        self,
+        tokenizer: nn.Module,
+        *,
+        perceptual_loss: PerceptualLoss | None = None,
+        perceptual_weight: float = 0.5,
+        repa_target: RepaTarget | None = None,
+        repa_weight: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.frozen = (perceptual_loss, repa_target)  # a tuple: not registered as submodules
+        self.weights = (perceptual_weight, repa_weight)
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """(B, 3, H, W) images in [-1, 1] → ``{"loss": total, "flow": …, "vq": …, …}`` scalar tensors."""
+        perceptual, repa = self.frozen
+        return self.tokenizer.training_losses(
+            images,
+            generator,
+            perceptual_loss=perceptual,
+            perceptual_weight=self.weights[0],
+            repa_target=repa,
+            repa_weight=self.weights[1],
+        ).terms()

@@ -10,6 +10,7 @@ the end, so the two cannot drift apart. Saved and loaded through diffusers (``co
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -19,9 +20,11 @@ from typing import Any
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
+from tokenizer.checkpoint import load_weights, resolve_folder
 from tokenizer.conditioning import ConditionNetwork
 from tokenizer.config import TOKENIZER_PRESETS, TokenizerConfig
 from tokenizer.decoder import PixelDecoder
@@ -35,13 +38,12 @@ from tokenizer.flow import (
     shift_time,
     velocity_target,
 )
+from tokenizer.inputs import check_codes, check_images
 from tokenizer.losses import PerceptualLoss, RepaTarget, TokenizerLosses, flow_matching_loss, repa_loss
 from tokenizer.quantizer import VectorQuantizer
 from tokenizer.sampler import DecodeStep, Sampler, sampler_step
 
 logger = logging.getLogger(__name__)
-
-IMAGE_RANGE_TOLERANCE = 1e-3
 
 
 def _takes_config_fields(init):
@@ -103,81 +105,50 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> DARTokenizer:
-        """Load a saved tokenizer strictly: a missing, unexpected or mis-shaped weight raises ``ValueError``.
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        subfolder: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+        **hub_kwargs: Any,
+    ) -> DARTokenizer:
+        """Load a saved tokenizer strictly: a missing, unexpected or misshaped weight raises ``ValueError``.
 
         Args:
-            pretrained_model_name_or_path: folder written by ``save_pretrained`` (or a hub id).
-            **kwargs: passed on to diffusers' ``ModelMixin.from_pretrained`` (e.g. ``subfolder``).
+            pretrained_model_name_or_path: folder written by ``save_pretrained``, or a Hub id ``owner/name``.
+            subfolder: folder inside it (``"tokenizer"`` for a pipeline folder).
+            torch_dtype: cast the loaded model to this dtype (default: float32, as saved).
+            **hub_kwargs: ``revision``, ``cache_dir``, ``local_files_only``, ``token`` (Hub ids only).
+
+        Returns:
+            The tokenizer in eval mode.
         """
-        path = os.fspath(pretrained_model_name_or_path)
-        if (os.path.isabs(path) or path.startswith((".", "~"))) and not os.path.isdir(
-            os.path.expanduser(path)
-        ):
-            raise FileNotFoundError(f"no tokenizer folder at {path} (expected config.json + *.safetensors)")
-        want_info = kwargs.pop("output_loading_info", False)
+        folder = resolve_folder(pretrained_model_name_or_path, "tokenizer", subfolder, **hub_kwargs)
+        config_file = folder / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{folder} has no config.json: pass a folder written by save_pretrained")
         try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, output_loading_info=True, **kwargs
-            )
-        except RuntimeError as error:  # torch's load_state_dict size-mismatch report
-            raise ValueError(f"cannot load {pretrained_model_name_or_path}: {error}") from error
-        problems = {
-            k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
-        }
-        problems = {k: v for k, v in problems.items() if v}
-        if problems or info.get("error_msgs"):
-            details = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in problems.items())
-            errors = f"; errors: {info['error_msgs']}" if info.get("error_msgs") else ""
-            raise ValueError(
-                f"weights in {pretrained_model_name_or_path} do not match the DARTokenizer built from its config "
-                f"({details}{errors}); was the folder written by a different configuration or version?"
-            )
-        return (model, info) if want_info else model
+            config = TokenizerConfig.from_dict(json.loads(config_file.read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            raise ValueError(f"{config_file} is not a DARTokenizer config: {error}") from None
+        model = cls(**config.to_dict())
+        load_weights(model, folder, "DARTokenizer")
+        if torch_dtype is not None:
+            model = model.to(torch_dtype)
+        return model.eval()
 
     # ------------------------------------------------------------------ validation
 
     def _check_images(self, images: Any) -> Tensor:
-        cfg = self.config
-        expected = f"(B, 3, {cfg.image_size}, {cfg.image_size}) float images in [-1, 1]"
-        if not isinstance(images, Tensor):
-            raise TypeError(f"images must be a torch.Tensor {expected}, got {type(images).__name__}")
-        if not images.is_floating_point():
-            raise ValueError(
-                f"images must be a floating tensor {expected}, got dtype {images.dtype}; "
-                "convert uint8 images with images.float() / 127.5 - 1"
-            )
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2:] != (cfg.image_size, cfg.image_size):
-            raise ValueError(f"images must have shape {expected}, got {tuple(images.shape)}")
-        if images.numel() and not torch.isfinite(images).all():
-            raise ValueError(f"images contain NaN or infinite values; expected {expected}")
-        if images.numel() and images.detach().abs().max() > 1 + IMAGE_RANGE_TOLERANCE:
-            lo, hi = float(images.min()), float(images.max())
-            raise ValueError(f"images must lie in [-1, 1] ({expected}), got values in [{lo:.3g}, {hi:.3g}]")
-        return images.to(self.dtype)
+        return check_images(images, self.config).to(self.dtype)
 
     def _check_codes(self, codes: Any, *, whole_groups: bool = True) -> Tensor:
-        cfg = self.config
-        if not isinstance(codes, Tensor):
-            raise TypeError(f"codes must be a torch.Tensor of shape (B, n) int64, got {type(codes).__name__}")
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-            raise ValueError(f"codes must be an integer tensor (int64), got dtype {codes.dtype}")
-        if codes.ndim != 2 or codes.shape[0] == 0:
-            raise ValueError(f"codes must have shape (B, n) with B ≥ 1, got {tuple(codes.shape)}")
-        n, tps = codes.shape[1], cfg.tokens_per_step
-        if whole_groups and (n == 0 or n % tps or n > cfg.num_tokens):
-            raise ValueError(
-                f"codes must hold a whole number of groups of {tps} codes, at most {cfg.num_tokens} "
-                f"({cfg.num_steps} groups); got {n} codes"
-            )
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= cfg.codebook_size):
-            raise ValueError(
-                f"codes must lie in [0, {cfg.codebook_size}), got values in [{int(codes.min())}, {int(codes.max())}]"
-            )
-        return codes.long()
+        return check_codes(codes, self.config, whole_groups=whole_groups)
 
     # ------------------------------------------------------------------ public verbs
 
+    @apply_forward_hook
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
         """Images → codes.
@@ -191,11 +162,7 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         images = self._check_images(images)
         return self.quantizer.codes(self.encoder(images))
 
-    def conditions(self, codes: Tensor) -> Tensor:
-        """Codes (B, n), n ≤ num_tokens → conditions (B, n, condition_dim); causal, so any prefix is valid."""
-        codes = self._check_codes(codes, whole_groups=False)
-        return self.conditioning(self.quantizer.lookup(codes).to(self.dtype))
-
+    @apply_forward_hook
     def decode(
         self,
         codes: Tensor,
@@ -229,6 +196,7 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             last = step
         return last.sample
 
+    @apply_forward_hook
     def stream(
         self,
         code_chunks: Tensor | Iterable[Tensor],
@@ -269,6 +237,8 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             if not isinstance(noise, Tensor) or noise.ndim != 4 or tuple(noise.shape[1:]) != shape:
                 got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
                 raise ValueError(f"noise must be a (B, {shape[0]}, {shape[1]}, {shape[2]}) tensor, got {got}")
+            if not noise.is_floating_point() or not torch.isfinite(noise).all():
+                raise ValueError("noise must be a finite float tensor (it contains NaN/inf or is not float)")
         return self._stream(chunks, total, generator, noise, sampler)
 
     def _stream(
@@ -310,16 +280,29 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             )
             x, previous_velocity = x_next, velocity
 
-    def _initial_noise(self, batch: int, generator: torch.Generator | None, noise: Tensor | None) -> Tensor:
+    def initial_noise(
+        self, batch_size: int, generator: torch.Generator | list[torch.Generator] | None = None
+    ) -> Tensor:
+        """The decoder's starting point x₀ ~ N(0, I): (batch_size, 3, image_size, image_size) in the model dtype.
+
+        Drawn with diffusers' ``randn_tensor``: a CPU generator gives the same noise on any device, and a list of
+        ``batch_size`` generators draws image i with generator i (independent of how images are batched).
+        """
         size = self.config.image_size
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for {batch_size} images: pass one per image")
+        return randn_tensor(
+            (batch_size, 3, size, size), generator=generator, device=self.device, dtype=self.dtype
+        )
+
+    def _initial_noise(self, batch: int, generator, noise: Tensor | None) -> Tensor:
         if noise is None:
-            return randn_tensor(
-                (batch, 3, size, size), generator=generator, device=self.device, dtype=self.dtype
-            )
+            return self.initial_noise(batch, generator)
         if noise.shape[0] != batch:
             raise ValueError(f"noise has batch size {noise.shape[0]} but the codes have {batch}")
         return noise.to(device=self.device, dtype=self.dtype)
 
+    @apply_forward_hook  # streaming interleaves with the AR model: under CPU offload this step moves us back
     @torch.no_grad()
     def _decode_step(
         self,
@@ -390,7 +373,6 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             perceptual_weight=perceptual_weight,
             repa_weight=repa_weight,
             groups=groups,
-            codebook_usage=self._codebook_usage(quantized.codes),
         )
         if perceptual_loss is not None:
             reconstruction = clean_estimate(x_t, out.velocity, s) / cfg.data_scale
@@ -398,7 +380,3 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         if repa_target is not None:
             losses.repa = repa_loss(out.repa_features, repa_target(images))
         return losses
-
-    def _codebook_usage(self, codes: Tensor) -> Tensor:
-        valid = codes[codes >= 0]
-        return torch.tensor(valid.unique().numel() / self.config.codebook_size)

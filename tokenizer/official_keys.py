@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tokenizer.checkpoint import key_report
 from tokenizer.config import TokenizerConfig
 
 # (official prefix, our prefix), first match wins; the codebook is handled separately (CODEBOOK_KEYS).
@@ -55,7 +56,6 @@ CONV_KEYS: tuple[str, ...] = (
     "decoder.conv_in.weight",
     "decoder.conv_out.weight",
 )
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
 def _rename(key: str, rules: list[tuple[str, str]]) -> str | None:
@@ -81,16 +81,6 @@ def our_key_to_official(key: str) -> str | None:
     return _rename(key, [(ours, official) for official, ours in RENAME_RULES])
 
 
-def _strip_wrappers(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix) :], True
-    return key
-
-
 def expected_shapes(config: TokenizerConfig) -> dict[str, torch.Size]:
     """Key → shape of the state dict of the DARTokenizer that ``config`` builds (built on the meta device)."""
     from tokenizer.model import DARTokenizer
@@ -100,12 +90,24 @@ def expected_shapes(config: TokenizerConfig) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
+def _unit_rows(codebook: Tensor) -> Tensor:
+    """Row-normalise a codebook, leaving rows that are unit-length already bit for bit unchanged.
+
+    The official code normalises at every use, so its stored rows may have any norm; rows written by
+    :func:`ours_to_official` are unit-length, and normalising them again would change ~40 % of them in the last
+    bit, so the official-layout round trip would not be exact.
+    """
+    norms = codebook.norm(dim=-1, keepdim=True)
+    unit = (norms - 1).abs() <= 4 * torch.finfo(codebook.dtype).eps
+    return torch.where(unit, codebook, F.normalize(codebook, dim=-1))
+
+
 def official_to_ours(state_dict: dict[str, Tensor], config: TokenizerConfig) -> dict[str, Tensor]:
     """Convert an official tokenizer state dict to ours, strictly.
 
     Args:
-        state_dict: official key → tensor (bare ``VQModel`` weights; ``_orig_mod.`` / ``module.`` prefixes are
-            stripped).
+        state_dict: official key → tensor (bare ``VQModel`` weights, wrapper prefixes such as ``_orig_mod.``
+            already stripped, as ``dar.convert.load_official_state_dict`` does).
         config: the configuration of the target model (``TOKENIZER_PRESETS["tokenizer_v1"]`` for the release).
 
     Returns:
@@ -117,16 +119,15 @@ def official_to_ours(state_dict: dict[str, Tensor], config: TokenizerConfig) -> 
     """
     ours: dict[str, Tensor] = {}
     unknown: list[str] = []
-    for raw_key, tensor in state_dict.items():
-        key = _strip_wrappers(raw_key)
+    for key, tensor in state_dict.items():
         if key in DROPPED_KEYS or (key.startswith(REPA_HEAD_PREFIX) and not config.has_repa_head):
             continue
         new_key = official_key_to_ours(key)
         if new_key is None:
-            unknown.append(raw_key)
+            unknown.append(key)
             continue
         if new_key == CODEBOOK_KEYS[1]:
-            embed = F.normalize(tensor.float(), dim=-1)[None]  # (1, K, d)
+            embed = _unit_rows(tensor.float())[None]  # (1, K, d)
             ours[new_key] = embed
             ours["quantizer.vq._codebook.embed_avg"] = embed.clone()
             ours["quantizer.vq._codebook.cluster_size"] = torch.ones(embed.shape[:2], device=embed.device)
@@ -135,24 +136,14 @@ def official_to_ours(state_dict: dict[str, Tensor], config: TokenizerConfig) -> 
             ours[new_key] = tensor.reshape(tensor.shape[0], -1)  # (out, in, kh, kw) → (out, in·kh·kw)
         else:
             ours[new_key] = tensor
-    expected = expected_shapes(config)
-    missing = sorted(set(expected) - set(ours))
-    unexpected = sorted(set(ours) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(ours[k].shape)} vs model {tuple(expected[k])}"
-        for k in set(ours) & set(expected)
-        if ours[k].shape != expected[k]
-    )
-    if unknown or missing or unexpected or mismatched:
+    problems = key_report(expected_shapes(config), {k: v.shape for k, v in ours.items()})
+    if unknown or problems:
         hint = (
-            " (a checkpoint without repa_out needs repa_layer=None)"
-            if any("repa_out" in k for k in missing)
-            else ""
+            " (a checkpoint without repa_out needs repa_layer=None)" if "repa_out" in (problems or "") else ""
         )
         raise ValueError(
             "official tokenizer checkpoint does not match the configuration: "
-            f"unknown official keys {unknown}; missing {missing}{hint}; unexpected {unexpected}; "
-            f"shape mismatches {mismatched}"
+            f"unknown official keys {unknown}; {problems or 'all model keys present'}{hint}"
         )
     return ours
 

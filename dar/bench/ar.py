@@ -68,9 +68,14 @@ def bench(
         labels = torch.arange(batch) % 1000
         generator = torch.Generator().manual_seed(seed)
         sample_codes(
-            model, labels, NUM_TOKENS, cfg_scale=CFG_SCALE, generator=generator, cache=cache,
+            model,
+            labels,
+            NUM_TOKENS,
+            cfg_scale=CFG_SCALE,
+            generator=generator,
+            cache=cache,
             fast_linear=fast_linear,
-        )  # fmt: skip
+        )
 
     run(batch_sizes[0], 0)  # warm-up (allocator, lazy imports)
     rows: list[dict] = []
@@ -90,7 +95,12 @@ def bench(
         if batch == 4:  # the same run with the plain F.linear kernels (llama_ar.kernels off)
             plain = median_seconds(lambda: run(4, 1, fast_linear=False), repeats)
             rows.append(
-                {"name": f"{tag} time, fast_linear=False", "value": plain, "unit": "s", "note": note,
-                 "official": OFFICIAL_BATCH4_SECONDS}
-            )  # fmt: skip
+                {
+                    "name": f"{tag} time, fast_linear=False",
+                    "value": plain,
+                    "unit": "s",
+                    "note": note,
+                    "official": OFFICIAL_BATCH4_SECONDS,
+                }
+            )
     return rows

@@ -13,23 +13,23 @@ them alternately with ours in one run; the ratio official / ours is our speed-up
 
 Each figure is the median of 3 timed runs after one warm-up (1 run and 64 AR codes in quick mode), fp32, under
 ``torch.inference_mode()``, with torch's default thread count. The official modules import ``timm``,
-``torchvision`` and ``einops``; the stand-ins of ``tests/dar/official_stubs.py`` are used where those are
+``torchvision`` and ``einops``; the stand-ins of :mod:`dar.bench.official_stubs` are used where those are
 missing. Nothing of the official code is copied here; it is imported from the checkout.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import statistics
-import sys
 import time
 import types
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from dar.bench.official_stubs import load_official_modules
 
 logger = logging.getLogger(__name__)
 
@@ -63,30 +63,6 @@ def _rows(label: str, seconds: dict[str, float], note: str) -> list[dict]:
         },
         {"name": f"{label} official (same run)", "value": official, "unit": "s", "note": note},
     ]
-
-
-def _load_official(repo: Path) -> types.SimpleNamespace | None:
-    """Imports the official tokenizer, GPT and generate modules with the test stand-ins; None if unavailable."""
-    stubs_dir = Path(__file__).resolve().parents[2] / "tests" / "dar"
-    if not (stubs_dir / "official_stubs.py").is_file():
-        logger.warning("official benchmark skipped: %s/official_stubs.py not found", stubs_dir)
-        return None
-    sys.path.insert(0, str(stubs_dir))
-    try:
-        official_stubs = importlib.import_module("official_stubs")
-    finally:
-        sys.path.remove(str(stubs_dir))
-    installed = official_stubs.install_official_stubs()
-    try:
-        with official_stubs._official_namespace(repo):
-            return types.SimpleNamespace(
-                vq_model=importlib.import_module("tokenizer.tokenizer_image.vq_model"),
-                gpt=importlib.import_module("autoregressive.models.gpt"),
-                generate=importlib.import_module("autoregressive.models.generate"),
-            )
-    finally:  # the official modules keep their references; other code must not see the stand-ins
-        for name in installed:
-            sys.modules.pop(name, None)
 
 
 def _bench_tokenizer(official: types.SimpleNamespace, repo: Path, repeats: int) -> list[dict]:
@@ -148,10 +124,17 @@ def _bench_ar(official: types.SimpleNamespace, num_tokens: int, repeats: int) ->
                 ours, labels, count, cfg_scale=CFG_SCALE, generator=torch.Generator().manual_seed(0)
             ),
             "official": lambda: official.generate.generate(
-                theirs, labels, count, cfg_scale=CFG_SCALE, cfg_interval=-1,
-                temperature=1.0, top_k=0, top_p=1.0, sample_logits=True,
+                theirs,
+                labels,
+                count,
+                cfg_scale=CFG_SCALE,
+                cfg_interval=-1,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                sample_logits=True,
             ),
-        }  # fmt: skip
+        }
 
     note = (
         f"batch {AR_BATCH} + CFG {CFG_SCALE} ({2 * AR_BATCH} rows), {num_tokens} codes, random weights, "
@@ -184,11 +167,9 @@ def bench(quick: bool = False) -> list[dict]:
         return []
     repo = Path(repo_env).resolve()
     try:
-        official = _load_official(repo)
+        official = load_official_modules(repo)
     except (ImportError, FileNotFoundError) as error:
         logger.warning("official benchmark skipped: could not import the official modules (%s)", error)
-        return []
-    if official is None:
         return []
     repeats = 1 if quick else 3
     rows = _bench_tokenizer(official, repo, repeats)

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from dar.cli import DEMO_CHECKPOINT
+from dar.demo import DEMO_PIPELINE
 
 
 def _pipelines(quick: bool):
@@ -19,8 +19,8 @@ def _pipelines(quick: bool):
     from llama_ar import VocabLayout, build_ar_model
     from tokenizer import DARTokenizer
 
-    if (DEMO_CHECKPOINT / "model_index.json").is_file():
-        yield "demo model (shipped)", DARPipeline.from_pretrained(str(DEMO_CHECKPOINT)), 4
+    if (DEMO_PIPELINE / "model_index.json").is_file():
+        yield "demo model (shipped)", DARPipeline.from_pretrained(str(DEMO_PIPELINE)), 4
     else:
         tok = DARTokenizer.from_preset("demo").eval()
         ar = build_ar_model("demo", VocabLayout(tok.config.codebook_size, 10)).eval()
@@ -51,7 +51,7 @@ def bench(quick: bool = False) -> list[dict]:
     repeats = 1 if quick else 3
     for name, pipe, batch in _pipelines(quick):
         pipe.set_progress_bar_config(disable=True)
-        labels = [i % pipe.layout.num_classes for i in range(batch)]
+        labels = [i % pipe.num_classes for i in range(batch)]
         _time_offline(pipe, labels, 0)  # warm-up
         offline, first, total = [], [], []
         for seed in range(repeats):

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from dar.config_io import load_config
-from dar.recipe_config import ARTrainingConfig, TokenizerTrainingConfig
-from dar.training import build_ema, build_optimizer
+from dar.training.config import ARTrainingConfig, TokenizerTrainingConfig
+from dar.training.config_io import load_config
+from dar.training.ema import build_ema
+from dar.training.optim import build_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 
@@ -77,7 +78,13 @@ def _ar_step(cfg: ARTrainingConfig, codebook_size: int = 512, num_classes: int =
     def step() -> None:
         for _ in range(cfg.optim.grad_accum):
             result = ar_loss(
-                model, labels, codes, layout, ar_config.class_dropout, ar_config.token_dropout, generator
+                model,
+                labels,
+                codes,
+                layout,
+                class_dropout=ar_config.class_dropout,
+                token_dropout=ar_config.token_dropout,
+                generator=generator,
             )
             (result.loss / cfg.optim.grad_accum).backward()
         if cfg.optim.grad_clip is not None:

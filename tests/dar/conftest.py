@@ -1,11 +1,9 @@
 """Fixtures of the dar tests."""
 
 import pytest
-from dar_test_utils import make_tiny_pipeline
-
-from dar.pipeline import DARPipeline
+from tiny import make_tiny_pipeline
 
 
 @pytest.fixture(scope="module")
-def tiny_pipe() -> DARPipeline:
+def tiny_pipe():
     return make_tiny_pipeline()

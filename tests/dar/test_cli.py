@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 import pytest
-from dar_test_utils import make_tiny_pipeline
 from PIL import Image
+from tiny import make_tiny_pipeline
 
 from dar import cli
 from tokenizer import DARTokenizer
@@ -19,8 +19,21 @@ def checkpoint(tmp_path_factory):
 
 
 def test_sample_writes_a_grid(checkpoint, tmp_path, capsys):
-    cli.main(["sample", "--checkpoint", str(checkpoint), "--classes", "cat", "0", "--per-class", "2",
-              "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    cli.main(
+        [
+            "sample",
+            "--checkpoint",
+            str(checkpoint),
+            "--classes",
+            "cat",
+            "0",
+            "--per-class",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     grid = Image.open(tmp_path / "samples.png")
     size = DARTokenizer.from_preset("tiny").config.image_size
     assert grid.size == (2 * (size + 2) + 2, 2 * (size + 2) + 2)
@@ -39,23 +52,109 @@ def test_stream_writes_strip_and_gif(checkpoint, tmp_path):
 
 
 def test_layout_writes_rows(checkpoint, tmp_path):
-    cli.main(["layout", "--checkpoint", str(checkpoint), "--reference-class", "bear", "--classes", "bird", "cat",
-              "--layout-tokens", "4", "8", "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    cli.main(
+        [
+            "layout",
+            "--checkpoint",
+            str(checkpoint),
+            "--reference-class",
+            "bear",
+            "--classes",
+            "bird",
+            "cat",
+            "--layout-tokens",
+            "4",
+            "8",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     size = DARTokenizer.from_preset("tiny").config.image_size
     assert Image.open(tmp_path / "layout.png").size[1] == 3 * (size + 2) + 2  # reference + 2 rows
 
 
-def test_errors_name_the_fix(checkpoint, tmp_path):
-    with pytest.raises(SystemExit, match="Unknown class name 'dragon'"):
-        cli.main(["sample", "--checkpoint", str(checkpoint), "--classes", "dragon", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="out of range"):
-        cli.main(["sample", "--checkpoint", str(checkpoint), "--classes", "7", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="No pipeline folder"):
-        cli.main(
-            ["sample", "--checkpoint", str(tmp_path / "missing" / "deeper" / "x"), "--out", str(tmp_path)]
-        )
-    with pytest.raises(SystemExit, match="model_index.json"):
-        cli.main(["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path)])
+def _error(args, capsys) -> str:
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_errors_name_the_fix_in_one_line(checkpoint, tmp_path, capsys):
+    base = ["sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path), "--quiet"]
+    assert "Unknown class name 'dragon'" in _error(base + ["--classes", "dragon"], capsys)
+    assert "outside [0, 3)" in _error(base + ["--classes", "7"], capsys)
+    assert "--per-class must be at least 1" in _error(base + ["--per-class", "0"], capsys)
+    assert "no pipeline folder" in _error(["sample", "--checkpoint", str(tmp_path / "missing" / "x")], capsys)
+    assert "no pipeline folder" in _error(
+        ["sample", "--checkpoint", "runs/not/here"], capsys
+    )  # never the Hub
+    hub_like = _error(
+        ["sample", "--checkpoint", "runs/not-here"], capsys
+    )  # owner/name: tried on the Hub, offline
+    assert "is not a local folder" in hub_like and "or pass a local folder" in hub_like
+    assert "model_index.json" in _error(
+        ["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path)], capsys
+    )
+    assert "temperature must be > 0" in _error(base + ["--temperature", "0"], capsys)
+    assert "--reference-class" in _error(
+        ["layout", "--checkpoint", str(checkpoint), "--out", str(tmp_path)], capsys
+    )
+    assert "Unknown class name 'unicorn'" in _error(
+        ["layout", "--checkpoint", str(checkpoint), "--reference-class", "unicorn", "--out", str(tmp_path)],
+        capsys,
+    )
+    (tmp_path / "blocked").write_text("a file")
+    assert "cannot write" in _error(base[:-3] + ["--out", str(tmp_path / "blocked" / "dir")], capsys)
+
+
+def test_repeated_classes_are_all_kept_and_batches_match_one_call(checkpoint, tmp_path):
+    import numpy as np
+
+    cli.main(
+        [
+            "sample",
+            "--checkpoint",
+            str(checkpoint),
+            "--classes",
+            "cat",
+            "--classes",
+            "bear",
+            "--per-class",
+            "3",
+            "--out",
+            str(tmp_path / "a"),
+            "--quiet",
+        ]
+    )
+    cli.main(
+        [
+            "sample",
+            "--checkpoint",
+            str(checkpoint),
+            "--classes",
+            "cat",
+            "bear",
+            "--per-class",
+            "3",
+            "--batch-size",
+            "4",
+            "--out",
+            str(tmp_path / "b"),
+            "--quiet",
+        ]
+    )
+    a, b = (np.asarray(Image.open(tmp_path / x / "samples.png")) for x in ("a", "b"))
+    size = DARTokenizer.from_preset("tiny").config.image_size
+    assert a.shape[0] == 2 * (size + 2) + 2  # two class rows: the first --classes is not dropped
+    assert a.shape == b.shape
+
+
+def test_stream_leaves_the_users_files_alone(checkpoint, tmp_path):
+    (tmp_path / ".frame.png").write_bytes(b"mine")
+    cli.main(["stream", "--checkpoint", str(checkpoint), "--classes", "0", "--out", str(tmp_path), "--quiet"])
+    assert (tmp_path / ".frame.png").read_bytes() == b"mine"
 
 
 def test_help_does_not_import_the_models():

@@ -20,12 +20,3 @@ def tiny_model(layout):
     torch.manual_seed(0)
     model = build_ar_model("tiny", layout, num_tokens=16, zero_init_head=False, initializer_range=0.2)
     return model.eval()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are overhead-bound; a second OpenMP thread only adds barrier waits on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

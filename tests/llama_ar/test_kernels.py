@@ -17,7 +17,7 @@ def test_skinny_linear_equals_f_linear(shape, with_bias):
     bias = torch.randn(20, generator=generator) if with_bias else None
     out = skinny_linear(x, weight, bias)
     assert out.shape == F.linear(x, weight, bias).shape and out.is_contiguous()
-    torch.testing.assert_close(out, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, F.linear(x, weight, bias))
     with pytest.raises(ValueError, match="features"):
         skinny_linear(torch.randn(2, 11), weight)
 
@@ -54,13 +54,19 @@ def test_fast_linear_gives_the_codes_and_logits_of_the_plain_path(tiny_model, la
     logits = {True: [], False: []}
     codes = {
         fast: sample_codes(
-            tiny_model, [1, 2], 16, cfg_scale=3.0, top_k=1, fast_linear=fast,
+            tiny_model,
+            [1, 2],
+            16,
+            cfg_scale=3.0,
+            top_k=1,
+            fast_linear=fast,
             logits_callback=lambda k, x, fast=fast: logits[fast].append(x.clone()),
         )
         for fast in (True, False)
-    }  # fmt: skip
+    }
     assert torch.equal(codes[True], codes[False])
-    torch.testing.assert_close(torch.stack(logits[True]), torch.stack(logits[False]), rtol=1e-4, atol=1e-5)
+    # default fp32 tolerance per branch, carried through the CFG mix uncond + 3·(cond − uncond) (factor 1 + 2·3)
+    torch.testing.assert_close(torch.stack(logits[True]), torch.stack(logits[False]), atol=7e-5, rtol=1e-5)
 
 
 def skinny_mode_active():
@@ -73,9 +79,14 @@ def skinny_mode_active():
 def test_the_mode_is_on_during_steps_and_off_between_groups(tiny_model, fast):
     during = []
     groups = iter_code_groups(
-        tiny_model, [0], 16, 4, generator=torch.Generator().manual_seed(0), fast_linear=fast,
+        tiny_model,
+        [0],
+        16,
+        4,
+        generator=torch.Generator().manual_seed(0),
+        fast_linear=fast,
         logits_callback=lambda k, logits: during.append(skinny_mode_active()),
-    )  # fmt: skip
+    )
     between = [skinny_mode_active() for _ in groups]
     assert between == [False] * 4
     assert during == [fast is None] * 16  # None = auto: on for an fp32 CPU model

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from llama_ar import CONFIG_KEY, ARConfig, VocabLayout
+from llama_ar import ARConfig, VocabLayout
+from llama_ar.layout import CONFIG_KEY
 
 
 def test_id_ranges_follow_codes_classes_null():

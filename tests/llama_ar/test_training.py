@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llama_ar import ar_loss, ar_training_batch, drop_class_tokens, drop_embeddings
+from llama_ar import ar_loss
+from llama_ar.training import ar_training_batch, drop_class_tokens, drop_embeddings
 
 
 def random_batch(layout, batch=3, length=12, seed=0):
@@ -31,7 +32,7 @@ def test_loss_is_cross_entropy_over_code_ids_at_code_positions(tiny_model, layou
     with torch.no_grad():
         logits = tiny_model(ids).logits[..., : layout.codebook_size]
     expected = F.cross_entropy(logits.reshape(-1, layout.codebook_size), codes.reshape(-1))
-    torch.testing.assert_close(out.loss.detach(), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.loss.detach(), expected)
     assert out.num_targets == codes.numel()
     # HF convention for comparison: labels = [-100, codes] on [class, codes] (shifted inside the model).
     full_ids = layout.build_inputs(layout.class_tokens(labels), codes)
@@ -116,11 +117,43 @@ def test_loss_falls_when_overfitting_one_batch(layout):
 
 def test_ar_loss_rejects_bad_inputs(tiny_model, layout):
     labels, codes = random_batch(layout)
+    none = {"class_dropout": 0.0, "token_dropout": 0.0}
     with pytest.raises(ValueError, match="codes must lie"):
-        ar_loss(tiny_model, labels, codes + layout.codebook_size)
+        ar_loss(tiny_model, labels, codes + layout.codebook_size, **none)
     with pytest.raises(ValueError, match="at most"):
-        ar_loss(tiny_model, labels, torch.zeros(3, 40, dtype=torch.long))
+        ar_loss(tiny_model, labels, torch.zeros(3, 40, dtype=torch.long), **none)
     with pytest.raises(ValueError, match="one label per row"):
-        ar_loss(tiny_model, labels[:2], codes)
+        ar_loss(tiny_model, labels[:2], codes, **none)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        ar_loss(tiny_model, labels, codes, class_dropout=1.0)
+        ar_loss(tiny_model, labels, codes, class_dropout=1.0, token_dropout=0.0)
+    with pytest.raises(
+        TypeError, match="class_dropout"
+    ):  # the training values come from ARConfig, not defaults
+        ar_loss(tiny_model, labels, codes)
+
+
+def test_ar_loss_module_runs_the_embedding_lookup_inside_its_forward(tiny_model, layout):
+    from llama_ar import ARLossModule
+
+    labels, codes = random_batch(layout)
+    module = ARLossModule(tiny_model, class_dropout=0.0, token_dropout=0.0)
+    lookups = []
+    handle = tiny_model.get_input_embeddings().register_forward_hook(lambda *_: lookups.append(inside))
+    inside = False
+    original = module.forward
+
+    def wrapped(*args, **kwargs):  # what DDP / FSDP see: everything must happen between these two lines
+        nonlocal inside
+        inside = True
+        try:
+            return original(*args, **kwargs)
+        finally:
+            inside = False
+
+    module.forward = wrapped
+    terms = module(labels, codes)
+    handle.remove()
+    assert lookups == [True]
+    expected = ar_loss(tiny_model, labels, codes, class_dropout=0.0, token_dropout=0.0)
+    torch.testing.assert_close(terms["loss"], expected.loss)
+    assert set(terms) == {"loss", "accuracy"}

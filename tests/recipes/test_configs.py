@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dar.config_io import load_config
-from dar.recipe_config import ARTrainingConfig, ExtractCodesConfig, TokenizerTrainingConfig
-from dar.training import LRSchedule
+from dar.training.config import ARTrainingConfig, ExtractCodesConfig, TokenizerTrainingConfig
+from dar.training.config_io import load_config
+from dar.training.optim import LRSchedule
 
 CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 
@@ -34,8 +34,16 @@ def test_config_parses_and_names_known_presets(path):
 
 def test_expected_configs_exist():
     names = {p.name for p in CONFIGS.glob("*.yaml")}
-    assert {"tiny_tokenizer.yaml", "tiny_ar.yaml", "demo_tokenizer.yaml", "demo_codes.yaml", "demo_ar.yaml",
-            "tokenizer_v1.yaml", "ar_l.yaml", "ar_xl.yaml"} <= names  # fmt: skip
+    assert {
+        "tiny_tokenizer.yaml",
+        "tiny_ar.yaml",
+        "demo_tokenizer.yaml",
+        "demo_codes.yaml",
+        "demo_ar.yaml",
+        "tokenizer_v1.yaml",
+        "ar_l.yaml",
+        "ar_xl.yaml",
+    } <= names
 
 
 def test_tokenizer_v1_has_paper_hyperparameters():

@@ -17,11 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dar.checkpointing import list_checkpoints
-from dar.config_io import load_config
-from dar.recipe_config import ARTrainingConfig, TokenizerTrainingConfig
-from dar.train_loop import read_jsonl
-from dar.training import NonFiniteLossError
+from dar.training.checkpoints import list_checkpoints
+from dar.training.config import ARTrainingConfig, TokenizerTrainingConfig
+from dar.training.config_io import load_config
+from dar.training.loop import NonFiniteError, read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "recipes" / "configs"
@@ -79,14 +78,6 @@ def _imagefolder(root):
     return root
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention on a shared 2-core machine
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def pipeline_runs(tmp_path_factory):
     """Launch tokenizer (2 processes) → extract_codes (2 processes) → AR (1 process) on tiny configs."""
@@ -94,15 +85,31 @@ def pipeline_runs(tmp_path_factory):
     images = _imagefolder(root / "images")
     data = ["data.source=imagefolder", f"data.path={images}", "data.label_column=label"]
     tok_dir = root / "tok"
-    _launch("train_tokenizer.py", "tiny_tokenizer.yaml", [*data, f"train.output_dir={tok_dir}", "train.log_with=tensorboard",
-            "train.sample_every=2"], num_processes=2)  # fmt: skip
+    _launch(
+        "train_tokenizer.py",
+        "tiny_tokenizer.yaml",
+        [*data, f"train.output_dir={tok_dir}", "train.log_with=tensorboard", "train.sample_every=2"],
+        num_processes=2,
+    )
     codes_dir = root / "codes"
     export = tok_dir / "export" / "tokenizer"
-    _launch("extract_codes.py", "tiny_codes.yaml", [*data, f"tokenizer_path={export}", f"output_dir={codes_dir}"],
-            num_processes=2)  # fmt: skip
+    _launch(
+        "extract_codes.py",
+        "tiny_codes.yaml",
+        [*data, f"tokenizer_path={export}", f"output_dir={codes_dir}"],
+        num_processes=2,
+    )
     ar_dir = root / "ar"
-    _launch("train_llama_ar.py", "tiny_ar.yaml", ["data.source=codes", f"data.path={codes_dir}",
-            f"model.tokenizer_path={export}", f"train.output_dir={ar_dir}"])  # fmt: skip
+    _launch(
+        "train_llama_ar.py",
+        "tiny_ar.yaml",
+        [
+            "data.source=codes",
+            f"data.path={codes_dir}",
+            f"model.tokenizer_path={export}",
+            f"train.output_dir={ar_dir}",
+        ],
+    )
     return {"images": images, "tok": tok_dir, "codes": codes_dir, "ar": ar_dir}
 
 
@@ -111,7 +118,7 @@ def test_tokenizer_launch_two_processes_skips_corrupt_file_and_exports(pipeline_
 
     run = pipeline_runs["tok"]
     log = read_jsonl(run / "logs" / "train_log.jsonl")
-    assert log[0]["event"] == "start" and log[0]["world_size"] == 2 and log[0]["micro_batch"] == 2
+    assert log[0]["event"] == "start" and log[0]["world_size"] == 2
     steps = [r for r in log if "step" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
     assert steps[-1]["skipped_images"] >= 1  # the corrupt file was read (8 files, 2 steps per epoch)
@@ -125,14 +132,14 @@ def test_tokenizer_launch_two_processes_skips_corrupt_file_and_exports(pipeline_
 
 
 def test_extract_codes_two_processes_writes_tagged_shards(pipeline_runs):
-    from dar.codes import load_codes
+    from dar.data.codes import load_codes
 
     code_set = load_codes(pipeline_runs["codes"])
     index = code_set.index
-    assert index["world_size"] == 2 and index["skipped_images"] == 1 and index["num_rows"] == 7
-    assert {name.split("-")[1] for name in index["shards"]} == {"r000", "r001"}
-    assert code_set.codes.shape == (7, 10, 16) and index["class_names"] == ["circle", "square"]
-    assert int(code_set.codes.max()) < index["codebook_size"]
+    assert index.extra["world_size"] == 2 and index.extra["skipped_images"] == 1 and index.num_rows == 7
+    assert {name.split("-")[1] for name in index.shards} == {"r000", "r001"}
+    assert code_set.codes.shape == (7, 10, 16) and index.class_names == ["circle", "square"]
+    assert int(code_set.codes.max()) < index.codebook_size
 
 
 def test_ar_launch_exports_stock_llama(pipeline_runs):
@@ -151,18 +158,25 @@ def test_ar_launch_exports_stock_llama(pipeline_runs):
 
     # tokenizer_path was set: the pair is also exported as one pipeline folder
     pipe = DARPipeline.from_pretrained(run / "export" / "pipeline")
-    assert pipe.layout == layout and pipe.tokenizer.config.codebook_size == 64
+    assert pipe.vocab_layout == layout and pipe.tokenizer.config.codebook_size == 64
 
 
-def test_ar_refuses_codes_of_another_tokenizer(pipeline_runs, tmp_path, one_thread):
-    from dar.codes import TokenizerMismatchError
+def test_ar_refuses_codes_of_another_tokenizer(pipeline_runs, tmp_path):
+    from dar.data.codes import TokenizerMismatchError
     from tokenizer import DARTokenizer
 
     other = tmp_path / "other_tokenizer"
     DARTokenizer.from_preset("tiny").save_pretrained(other)
-    cfg = load_config(CONFIGS / "tiny_ar.yaml", ARTrainingConfig, [
-        "data.source=codes", f"data.path={pipeline_runs['codes']}", f"model.tokenizer_path={other}",
-        f"train.output_dir={tmp_path / 'ar'}"])  # fmt: skip
+    cfg = load_config(
+        CONFIGS / "tiny_ar.yaml",
+        ARTrainingConfig,
+        [
+            "data.source=codes",
+            f"data.path={pipeline_runs['codes']}",
+            f"model.tokenizer_path={other}",
+            f"train.output_dir={tmp_path / 'ar'}",
+        ],
+    )
     with pytest.raises(TokenizerMismatchError, match="another tokenizer"):
         _load_recipe("train_llama_ar").main(cfg)
 
@@ -172,14 +186,17 @@ def _losses(run_dir):
 
 
 @pytest.mark.parametrize("recipe", ["tokenizer", "ar"])
-def test_resume_gives_the_same_losses(recipe, pipeline_runs, tmp_path, one_thread):
+def test_resume_gives_the_same_losses(recipe, pipeline_runs, tmp_path):
     if recipe == "tokenizer":
         module, cls, config = _load_recipe("train_tokenizer"), TokenizerTrainingConfig, "tiny_tokenizer.yaml"
         extra = ["data.synthetic_size=16"]
     else:
         module, cls, config = _load_recipe("train_llama_ar"), ARTrainingConfig, "tiny_ar.yaml"
-        extra = ["data.source=codes", f"data.path={pipeline_runs['codes']}",
-                 f"model.tokenizer_path={pipeline_runs['tok'] / 'export' / 'tokenizer'}"]  # fmt: skip
+        extra = [
+            "data.source=codes",
+            f"data.path={pipeline_runs['codes']}",
+            f"model.tokenizer_path={pipeline_runs['tok'] / 'export' / 'tokenizer'}",
+        ]
     # micro-batches of 2 (2 accumulation steps): 8 (tokenizer) or 3 (AR, 7 rows) per epoch, so 12 cross an epoch
     common = [*extra, "train.save_every=3", "optim.grad_accum=2", "ema.enabled=true"]
     module.main(
@@ -197,14 +214,74 @@ def test_resume_gives_the_same_losses(recipe, pipeline_runs, tmp_path, one_threa
     assert starts[1]["start_step"] == 3 and starts[1]["resumed_from"].endswith("checkpoint-00000003")
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path, one_thread):
+def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    from tokenizer import TokenizerLossModule
+
     module = _load_recipe("train_tokenizer")
-    cfg = load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, [
-        "debug.nan_at_step=3", "train.save_every=1", "train.max_steps=5", f"train.output_dir={tmp_path}"])  # fmt: skip
-    with pytest.raises(NonFiniteLossError, match=r"at step 3.*checkpoint-00000002"):
+    forward, calls = TokenizerLossModule.forward, {"n": 0}
+
+    def poisoned(self, *args, **kwargs):  # the loss of step 3 turns NaN
+        calls["n"] += 1
+        terms = forward(self, *args, **kwargs)
+        return {**terms, "loss": terms["loss"] * float("nan")} if calls["n"] == 3 else terms
+
+    monkeypatch.setattr(TokenizerLossModule, "forward", poisoned)
+    cfg = load_config(
+        CONFIGS / "tiny_tokenizer.yaml",
+        TokenizerTrainingConfig,
+        ["train.save_every=1", "train.max_steps=5", f"train.output_dir={tmp_path}"],
+    )
+    with pytest.raises(NonFiniteError, match=r"at step 3.*checkpoint-00000002"):
         module.main(cfg)
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [1, 2]
     assert not (tmp_path / "export").exists()
-    resumed = load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, [
-        "train.max_steps=3", "train.resume=latest", f"train.output_dir={tmp_path}"])  # fmt: skip
+    monkeypatch.undo()
+    resumed = load_config(
+        CONFIGS / "tiny_tokenizer.yaml",
+        TokenizerTrainingConfig,
+        ["train.max_steps=3", "train.resume=latest", f"train.output_dir={tmp_path}"],
+    )
     assert module.main(resumed)["step"] == 3  # the kept checkpoint loads and training goes on
+
+
+def test_a_fresh_run_never_takes_over_a_used_output_dir(tmp_path):
+    module = _load_recipe("train_tokenizer")
+    run = ["train.max_steps=2", "train.save_every=1", f"train.output_dir={tmp_path}"]
+    module.main(load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, run))
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    with pytest.raises(FileExistsError, match="--resume latest.*--overwrite"):
+        module.main(load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, run))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # nothing touched
+    with pytest.raises(
+        ValueError, match="other.*optim.*settings"
+    ):  # resuming with another config is refused too
+        module.main(
+            load_config(
+                CONFIGS / "tiny_tokenizer.yaml",
+                TokenizerTrainingConfig,
+                [*run, "train.resume=latest", "optim.lr=0.5"],
+            )
+        )
+    module.main(
+        load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, [*run, "train.overwrite=true"])
+    )
+    starts = [r for r in read_jsonl(tmp_path / "logs" / "train_log.jsonl") if r.get("event") == "start"]
+    assert len(starts) == 1 and starts[0]["start_step"] == 0  # the old run's log went with it
+
+
+def test_resume_never_unpickles_registered_objects(tmp_path, monkeypatch):
+    module = _load_recipe("train_tokenizer")
+    run = ["train.max_steps=2", "train.save_every=2", f"train.output_dir={tmp_path}"]
+    module.main(load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, run))
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-00000002"
+    assert not list(checkpoint.glob("custom_checkpoint_*.pkl"))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save(Evil(), checkpoint / "custom_checkpoint_0.pkl")  # a crafted file in someone else's checkpoint
+    resume = ["train.max_steps=3", f"train.resume={checkpoint}", f"train.output_dir={tmp_path}"]
+    with pytest.raises(ValueError, match="custom_checkpoint_0.pkl is a pickle"):
+        module.main(load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, resume))
+    assert not (tmp_path / "pwned").exists()

@@ -1,7 +1,7 @@
 """Fixtures of the tokenizer tests."""
 
 import pytest
-from tokenizer_test_utils import randomize_
+from tiny import randomize_
 
 from tokenizer import DARTokenizer
 

@@ -1,0 +1,60 @@
+"""Command-line flags shared by the ``dar`` command and the recipes: one flag per sampling option.
+
+The flags are generated from :class:`llama_ar.options.SamplingOptions` and have no defaults of their own: an
+option not given on the command line keeps the library's default, so defaults live in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from dar.evaluation import DEMO_REFERENCE, FEATURE_KINDS, GENERATION_METRICS
+from llama_ar.options import SamplingOptions
+
+__all__ = ["add_generation_arguments", "add_judge_arguments", "sampling_kwargs"]
+
+
+def _on_off(value: str) -> bool:
+    choices = {"on": True, "off": False}
+    if value not in choices:
+        raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+    return choices[value]
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--cfg-scale``, ``--cfg-schedule``, … one flag per :class:`SamplingOptions` field."""
+    hints = typing.get_type_hints(SamplingOptions)
+    for field in dataclasses.fields(SamplingOptions):
+        kind, flag = hints[field.name], "--" + field.name.replace("_", "-")
+        if typing.get_origin(kind) is typing.Literal:
+            parser.add_argument(flag, choices=typing.get_args(kind), help=f"default {field.default}")
+        elif kind in (int, float):
+            parser.add_argument(flag, type=kind, help=f"default {field.default}")
+        else:  # fast_linear: bool | None
+            parser.add_argument(flag, type=_on_off, help="on or off (default: on for fp32 CPU models)")
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict:
+    """The sampling options given on the command line, as keyword arguments of a pipeline call."""
+    names = [f.name for f in dataclasses.fields(SamplingOptions)]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    """What samples are measured against (``dar.evaluation.protocol.build_judges``) and which metrics."""
+    parser.add_argument(
+        "--reference", default=DEMO_REFERENCE, help=f"image folder, npz, or {DEMO_REFERENCE!r}"
+    )
+    parser.add_argument(
+        "--features", choices=FEATURE_KINDS, help="default: classifier for demo-test, else inception"
+    )
+    parser.add_argument(
+        "--inception", help="local TorchScript Inception file (offline FID), e.g. default_1.pt"
+    )
+    parser.add_argument(
+        "--classifier", help="demo-domain classifier folder (default: checkpoints/animal-classifier)"
+    )
+    parser.add_argument("--metrics", nargs="+", choices=GENERATION_METRICS, help="default: all that apply")
+    parser.add_argument("--kid-subset-size", type=int, default=1000, help="clamped to the number of samples")
