@@ -2,9 +2,8 @@
 
 During KV-cached decoding every linear layer multiplies a handful of rows (B, or 2B with guidance) by a large
 weight: the step is bound by reading the weights. On the CPU builds we use, ``F.linear(x, W)`` (``x·Wᵀ``) reads
-them at less than half the speed of the same product computed as ``(W·xᵀ)ᵀ``: for 8 rows on 2 cores, dar-b's
-linears take 82 ms per step as ``F.linear`` and 42 ms the other way round (``python -m dar.bench --only ar``
-reports the effect on whole sampling runs).
+them markedly slower than the same product computed as ``(W·xᵀ)ᵀ`` (``make bench`` reports the effect on whole
+sampling runs, ``fast_linear`` on and off, in the same run).
 
 :class:`SkinnyLinearMode` is a ``TorchFunctionMode`` that reroutes ``F.linear`` calls with at most ``max_rows``
 rows of fp32 CPU input through ``torch.mm(W, xᵀ)``; everything else runs unchanged. The model's classes,
@@ -38,7 +37,7 @@ class SkinnyLinearMode(TorchFunctionMode):
 
     Args:
         max_rows: Largest number of input rows (product of the leading dimensions) that is rerouted; the gain
-            shrinks as rows grow (measured: 2.4x at 8 rows, 1.5x at 32 rows for 768 → 2304 on 2 cores).
+            shrinks as rows grow.
     """
 
     def __init__(self, max_rows: int = 32):

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="process r samples with seed + r")
     add_judge_arguments(parser)
     parser.add_argument("--save-png", action="store_true", help="also write out-dir/png/{index:06d}.png")
-    parser.add_argument("--overwrite", action="store_true", help="clear out-dir/png of earlier images first")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in out-dir")
     return parser.parse_args(argv)
 
 
@@ -54,6 +54,11 @@ def main(cfg: argparse.Namespace) -> dict | None:
     shard_dir = out / "shards"
     judges = None
     if accelerator.is_main_process:  # reference, extractor and output folders first: errors before sampling
+        done = [name for name in ("metrics.json", "samples.npz") if (out / name).exists()]
+        if done and not cfg.overwrite:
+            raise FileExistsError(
+                f"{out} already holds {', '.join(done)} of an evaluation: pass --overwrite or another --out-dir"
+            )
         judges = protocol.build_judges(
             cfg.reference, cfg.features, inception=cfg.inception, classifier=cfg.classifier
         )

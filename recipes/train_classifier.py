@@ -31,7 +31,13 @@ def main() -> None:
     parser.add_argument("--out", default="checkpoints/animal-classifier")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace a classifier already in --out")
     args = parser.parse_args()
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise SystemExit(
+            f"{out} already holds a classifier: pass --overwrite to replace it, or another --out"
+        )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(args.seed)
 
@@ -52,7 +58,6 @@ def main() -> None:
         "epochs": args.epochs,
         "seed": args.seed,
     }
-    out = Path(args.out)
     model.save_pretrained(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))

@@ -15,7 +15,6 @@ import platform
 import resource
 import sys
 import time
-from pathlib import Path
 
 PARTS = ("tokenizer", "ar", "stream", "train", "official")
 
@@ -41,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one timed run after warm-up (smoke check)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from dar.images import prepare_output_file
+
+    out = prepare_output_file(args.out, ".json")  # before minutes of benchmarks
 
     import torch
 
@@ -72,8 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "seconds": time.time() - started,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
     return 0

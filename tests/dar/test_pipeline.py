@@ -274,3 +274,19 @@ def test_the_ar_half_of_a_folder_loads_strictly(pipe, tmp_path):
         load_pipeline(tmp_path)
     with pytest.raises(FileNotFoundError, match="no pipeline folder"):
         DARPipeline.from_pretrained("runs/missing/pipeline")  # a local-looking path is never a Hub id
+
+
+def test_diffusers_generic_loader_works_with_custom_pipeline(pipe, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from diffusers import DiffusionPipeline
+
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    pipe.save_pretrained(tmp_path / "pipe")
+    source = Path(pipeline_module.__file__)
+    loaded = DiffusionPipeline.from_pretrained(
+        tmp_path / "pipe", custom_pipeline=str(source), trust_remote_code=True
+    )
+    assert type(loaded).__name__ == "DARPipeline"
+    a = loaded([1], generator=torch.Generator().manual_seed(3), **_kwargs()).images
+    torch.testing.assert_close(a, pipe([1], generator=torch.Generator().manual_seed(3), **_kwargs()).images)

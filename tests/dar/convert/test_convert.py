@@ -181,3 +181,16 @@ def test_convert_official_refuses_non_empty_out_dir(tmp_path):
     with pytest.raises(FileExistsError, match="overwrite=True"):
         convert.convert_official(tmp_path / "t.pt", tmp_path / "a.pt", out)
     assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_convert_never_destroys_its_inputs_or_a_file(tmp_path):
+    torch.save(official_gpt_state_dict(), tmp_path / "gpt.pt")
+    with pytest.raises(ValueError, match="lies inside the output folder"):
+        convert.convert_official(tmp_path / "gpt.pt", tmp_path / "gpt.pt", tmp_path, overwrite=True)
+    assert (tmp_path / "gpt.pt").is_file()
+    (tmp_path / "pipeline").write_text("a file")
+    with pytest.raises(FileExistsError, match="is a file"):
+        convert.convert_official(
+            tmp_path / "gpt.pt", tmp_path / "gpt.pt", tmp_path / "pipeline", overwrite=True
+        )
+    assert (tmp_path / "pipeline").read_text() == "a file"

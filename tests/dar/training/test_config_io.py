@@ -48,9 +48,17 @@ def test_overrides_are_coerced_to_field_types(tmp_path):
     cfg = load_config(
         path,
         Outer,
-        ["inner.steps=7", "enabled=false", "inner.betas=[0.5, 0.6]", "inner.clip=null", "name=123",
-         "inner.mode=cosine", "extra.hidden_size=64", "inner.lr=2"],
-    )  # fmt: skip
+        [
+            "inner.steps=7",
+            "enabled=false",
+            "inner.betas=[0.5, 0.6]",
+            "inner.clip=null",
+            "name=123",
+            "inner.mode=cosine",
+            "extra.hidden_size=64",
+            "inner.lr=2",
+        ],
+    )
     assert cfg.inner.steps == 7 and cfg.enabled is False and cfg.inner.betas == (0.5, 0.6)
     assert cfg.inner.clip is None and cfg.name == "123" and cfg.inner.mode == "cosine"
     assert cfg.extra == {"hidden_size": 64}
