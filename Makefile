@@ -32,12 +32,12 @@ bench: $(STAMP)
 	$(PY) -m dar.bench --out bench/results.json
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check dar tokenizer llama_ar recipes tests
-	$(VENV)/bin/ruff format --check dar tokenizer llama_ar recipes tests
+	$(VENV)/bin/ruff check dar tokenizer llama_ar dart recipes tests
+	$(VENV)/bin/ruff format --check dar tokenizer llama_ar dart recipes tests
 
 style: $(STAMP)
-	$(VENV)/bin/ruff check --fix dar tokenizer llama_ar recipes tests
-	$(VENV)/bin/ruff format dar tokenizer llama_ar recipes tests
+	$(VENV)/bin/ruff check --fix dar tokenizer llama_ar dart recipes tests
+	$(VENV)/bin/ruff format dar tokenizer llama_ar dart recipes tests
 
 # `accelerate launch --cpu` without --num_processes sets OMP_NUM_THREADS=1 (accelerate 1.x, measured here):
 # give the single process every core (demo tokenizer: 0.85 steps/s on one thread vs 1.3 on two, this machine).
