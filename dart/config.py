@@ -7,7 +7,8 @@ One flat frozen dataclass, :class:`DARTConfig`; field groups:
 - noise process: ``num_levels`` T, ``schedule``, ``schedule_shift``, ``loss_weighting``, ``loss_weight_clip``
   (see :mod:`dart.schedule`);
 - model: ``variant`` (``"dart"``, ``"dart_ar"``, ``"dart_fm"``: ONE field selects the variant), ``attention``
-  (``"block_causal"`` or the ``"markovian"`` ablation), the stock-Llama backbone sizes, class conditioning;
+  (``"block_causal"``, or the ``"markovian"`` / ``"own_level"`` ablations), the stock-Llama backbone sizes,
+  class conditioning;
 - ``fm_*``: the per-token flow-matching head of DART-FM.
 
 Defaults live here and only here; presets are instances of this dataclass (reference dart.md §2).
@@ -22,13 +23,13 @@ from typing import Any, Literal
 __all__ = ["DART_PRESETS", "DARTConfig", "swiglu_hidden_size"]
 
 Variant = Literal["dart", "dart_ar", "dart_fm"]
-Attention = Literal["block_causal", "markovian"]
+Attention = Literal["block_causal", "markovian", "own_level"]
 Space = Literal["pixel", "latent"]
 ScheduleKind = Literal["per_level_cosine", "cumulative_cosine", "cumulative_flow"]
 LossWeighting = Literal["uniform", "clipped_cumulative_snr", "cumulative_snr"]
 
 VARIANTS = ("dart", "dart_ar", "dart_fm")
-ATTENTIONS = ("block_causal", "markovian")
+ATTENTIONS = ("block_causal", "markovian", "own_level")
 SPACES = ("pixel", "latent")
 SCHEDULES = ("per_level_cosine", "cumulative_cosine", "cumulative_flow")
 LOSS_WEIGHTINGS = ("uniform", "clipped_cumulative_snr", "cumulative_snr")
@@ -65,9 +66,12 @@ class DARTConfig:
         variant: ``"dart"`` (block-parallel levels, x₀-MSE), ``"dart_ar"`` (token by token inside a level,
             token-causal mask with a one-token shift), ``"dart_fm"`` (DART's backbone with a per-token
             flow-matching head instead of the x₀ regression head).
-        attention: ``"block_causal"`` (level t sees the class token, every noisier level and its own level) or
-            the ``"markovian"`` ablation (class token, its own level and level t + 1 only). DART-AR is always
-            token-causal and accepts ``"block_causal"`` only.
+        attention: ``"block_causal"`` (DART: level t sees the class token, every noisier level and its own
+            level) or an ablation with the same backbone and compute: ``"markovian"`` (class token, its own level
+            and level t + 1; per layer, so information still climbs one level per layer: with L layers level t's
+            output depends on levels t … t + L) or ``"own_level"`` (class token and its own level only: the
+            strictly Markovian denoiser x̂_0(x_t) of standard diffusion). DART-AR is token-causal and accepts
+            ``"block_causal"`` only.
         hidden_size: backbone width d.
         num_layers: backbone decoder layers.
         num_heads: attention heads (no GQA); ``hidden_size`` must divide into them (head dim 64 in the presets).
@@ -181,7 +185,7 @@ class DARTConfig:
             raise ValueError(f"fm_width must be a positive int or None, got {self.fm_width!r}.")
         if self.variant == "dart_ar" and self.attention != "block_causal":
             raise ValueError(
-                "variant='dart_ar' is token-causal by construction; the 'markovian' ablation applies to "
+                "variant='dart_ar' is token-causal by construction; the attention ablations apply to "
                 "variant='dart' or 'dart_fm'. Set attention='block_causal' (the default)."
             )
         for name in ("class_dropout", "attention_dropout"):
@@ -371,16 +375,18 @@ DART_PRESETS: dict[str, DARTConfig] = {
         fm_steps=4,
         fm_samples=2,
     ),
-    # 32-px animal silhouettes in pixel space (see the module docstring of dart.model for the sizing run).
+    # 32-px animal silhouettes in pixel space: patch 8 (K = 16 tokens of 192 values), T = 8, 4 × 192-wide layers;
+    # ~1.85M parameters (7.4 MB fp32). Sized for CPU: ~0.8 s per batch-32 step on one busy core (patch 4 with
+    # 6 layers took ~8 s), so a 2-core hour gives a few thousand steps.
     "demo": DARTConfig(
         image_size=32,
         space="pixel",
         in_channels=3,
         latent_factor=1,
-        patch_size=4,
+        patch_size=8,
         num_levels=8,
         hidden_size=192,
-        num_layers=6,
+        num_layers=4,
         num_heads=3,
         intermediate_size=512,
         num_classes=10,

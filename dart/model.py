@@ -163,8 +163,11 @@ class DARTModel(ModelMixin, ConfigMixin):
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, output_loading_info=True, **kwargs
             )
-        except RuntimeError as error:  # torch's size-mismatch report
-            raise ValueError(f"cannot load {pretrained_model_name_or_path}: {error}") from error
+        except (RuntimeError, ValueError) as error:  # size mismatches (torch's or diffusers' report)
+            raise ValueError(
+                f"cannot load {pretrained_model_name_or_path}: {error} Were config.json and the weights written "
+                "together by save_pretrained?"
+            ) from error
         problems = {
             k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
         }

@@ -16,7 +16,11 @@ token at full position j + 1 from the hidden state at position j (a one-token sh
 Masks are boolean "may attend" tensors, ``mask[query, key]``:
 
 - ``"block_causal"`` (DART): level t sees the class token, every noisier level and all of its own level;
-- ``"markovian"`` (ablation): level t sees the class token, its own level and level t + 1 only;
+- ``"markovian"`` (ablation): level t sees the class token, its own level and level t + 1 only. The mask acts
+  per layer, so level t + 1's hidden states carry what they read from level t + 2 one layer earlier: after L
+  layers level t depends on levels t … t + L (exactly Markovian only for L = 1);
+- ``"own_level"`` (ablation): level t sees the class token and its own level only, at every layer: the strictly
+  Markovian denoiser x̂_0(x_t) of standard diffusion, with DART's backbone, sequence and compute;
 - ``"token_causal"`` (DART-AR): position q sees positions ≤ q.
 
 No query attends to a key after the end of its own level block, so the rows of a block, cut at the block's
@@ -32,7 +36,7 @@ from torch import Tensor
 
 __all__ = ["MASK_KINDS", "SequenceLayout", "additive_mask", "patchify", "unpatchify"]
 
-MASK_KINDS = ("block_causal", "markovian", "token_causal")
+MASK_KINDS = ("block_causal", "markovian", "own_level", "token_causal")
 
 
 def patchify(x: Tensor, patch_size: int) -> Tensor:
@@ -158,7 +162,10 @@ class SequenceLayout:
         if self.mask_kind == "block_causal":
             return k_level >= q_level
         class_token = self.num_levels + 1
-        return (k_level == class_token) | (k_level == q_level) | (k_level == q_level + 1)  # markovian
+        own = (k_level == class_token) | (k_level == q_level)
+        if self.mask_kind == "own_level":
+            return own
+        return own | (k_level == q_level + 1)  # markovian
 
     def _check_level(self, level: int) -> None:
         if not 1 <= level <= self.num_levels:
