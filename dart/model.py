@@ -212,6 +212,8 @@ class DARTModel(ModelMixin, ConfigMixin):
         """Validate class ids: (B,) integers in [0, num_classes) (or the null id ``num_classes``)."""
         cfg = self.config
         labels = torch.as_tensor(class_labels)
+        if labels.numel() == 0:
+            raise ValueError("class_labels is empty: pass at least one class id.")
         if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
             raise ValueError(f"class_labels must be integer class ids, got dtype {labels.dtype}.")
         labels = labels.reshape(-1).long()

@@ -130,8 +130,6 @@ class DARTPipeline(DiffusionPipeline):
                 raise ValueError("class_labels is empty: pass at least one class id or name.")
             class_labels = [self.get_label_ids(c)[0] if isinstance(c, str) else c for c in class_labels]
         labels = self.transformer.check_labels(class_labels, allow_null=False)
-        if labels.numel() == 0:
-            raise ValueError("class_labels is empty: pass at least one class id or name.")
         if (
             isinstance(num_images_per_prompt, bool)
             or not isinstance(num_images_per_prompt, int)

@@ -122,8 +122,6 @@ def iter_levels(
     """
     cfg = model.config
     labels = model.check_labels(class_labels, allow_null=False)
-    if labels.numel() == 0:
-        raise ValueError("class_labels is empty: pass at least one class id.")
     scales = guidance_scales(cfg.num_levels, cfg_scale, cfg_schedule, cfg_scale_start).tolist()
     guided = any(s != 1.0 for s in scales)
     batch = labels.shape[0]

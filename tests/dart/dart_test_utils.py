@@ -6,15 +6,22 @@ from dart import DARTModel
 
 
 def randomise_heads(model: DARTModel, std: float = 0.3) -> DARTModel:
-    """Replace the zero-initialised output layers by random ones, so that outputs depend on the inputs."""
+    """Give the zero-initialised output layers random weights, so that outputs depend on the inputs.
+
+    DART / DART-AR: the x̂_0 head gets N(0, std²) weights and bias. DART-FM: the flow head's zero-initialised
+    adaLN modulations and output layer get N(0, (std / 3)²) (its other layers keep their default init).
+    """
     generator = torch.Generator().manual_seed(1234)
+    if model.config.variant == "dart_fm":
+        head = model.fm_head
+        layers = [*(block.modulation[-1] for block in head.blocks), head.final_modulation[-1], head.output]
+        std = std / 3
+    else:
+        layers = [model.x0_head]
     with torch.no_grad():
-        if model.config.variant == "dart_fm":
-            for param in model.fm_head.parameters():
+        for layer in layers:
+            for param in (layer.weight, layer.bias):
                 param.copy_(torch.randn(param.shape, generator=generator) * std)
-        else:
-            model.x0_head.weight.copy_(torch.randn(model.x0_head.weight.shape, generator=generator) * std)
-            model.x0_head.bias.copy_(torch.randn(model.x0_head.bias.shape, generator=generator) * std)
     return model
 
 
