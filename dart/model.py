@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -29,10 +29,11 @@ from torch import Tensor, nn
 from dart.config import DARTConfig
 from dart.flow_head import FlowHead
 from dart.layers import sincos_table, sincos_table_2d
+from dart.outputs import DARTLosses, DARTOutput
 from dart.schedule import LevelSchedule, noise_levels
 from dart.sequence import SequenceLayout, additive_mask, patchify
 
-__all__ = ["DARTLosses", "DARTModel", "DARTOutput"]
+__all__ = ["DARTLosses", "DARTModel", "DARTOutput", "parameter_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,38 +49,6 @@ def _takes_config_fields(init):
     ]
     init.__signature__ = inspect.Signature(params)
     return init
-
-
-@dataclass
-class DARTOutput:
-    """Teacher-forced outputs, indexed by level (index t − 1 = level t).
-
-    Attributes:
-        hidden: (B, T, K, d) the backbone hidden states that predict each level's tokens.
-        x0: (B, T, K, D) x̂_0 tokens of the regression head; ``None`` for DART-FM (its x̂_0 is sampled, see
-            :meth:`DARTModel.sample_x0`).
-    """
-
-    hidden: Tensor
-    x0: Tensor | None
-
-
-@dataclass
-class DARTLosses:
-    """Losses of one training step.
-
-    Attributes:
-        total: scalar to backpropagate, mean over levels of ω_t · per-level loss.
-        per_level: (T,) detached per-level loss (x̂_0-MSE, or flow-matching MSE for DART-FM), index t − 1 =
-            level t: the key diagnostic (it should fall as t falls).
-        weights: (T,) the ω_t used (mean 1).
-        dropped: (B,) bool, which labels were replaced by the null class.
-    """
-
-    total: Tensor
-    per_level: Tensor
-    weights: Tensor
-    dropped: Tensor
 
 
 class DARTModel(ModelMixin, ConfigMixin):

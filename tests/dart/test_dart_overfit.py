@@ -19,7 +19,7 @@ def overfit():
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(0)
-    for _ in range(250):
+    for _ in range(200):
         losses = model.training_losses(images, labels, generator=generator)
         optimizer.zero_grad()
         losses.total.backward()
@@ -31,7 +31,7 @@ def overfit():
 @pytest.mark.slow
 def test_overfit_loss_is_near_zero(overfit):
     _, images, _, losses = overfit
-    assert float(losses.total) < 0.01 * float(images.pow(2).mean())  # < 1 % of the untrained loss
+    assert float(losses.total.detach()) < 0.01 * float(images.pow(2).mean())  # < 1 % of the untrained loss
     assert bool((losses.per_level < 0.01).all())
 
 
