@@ -4,7 +4,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from dart_test_utils import randomise_heads
 from diffusers import AutoencoderKL
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
@@ -13,10 +12,8 @@ from dart import DARTModel, DARTPipeline, DARTStreamStep
 NAMES = {0: "cat", 1: "dog", 2: "cow, cattle", 3: "bird"}
 
 
-def _pipeline(variant="dart", **changes):
-    torch.manual_seed(0)
-    model = randomise_heads(DARTModel.from_preset("tiny", variant=variant, id2label=NAMES, **changes))
-    pipe = DARTPipeline(transformer=model)
+def _pipeline(make_model, variant="dart"):
+    pipe = DARTPipeline(transformer=make_model(variant, id2label=NAMES))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -35,8 +32,8 @@ def _tiny_vae():
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return _pipeline()
+def pipe(make_model):
+    return _pipeline(make_model)
 
 
 def _gen(seed=7):
@@ -44,8 +41,8 @@ def _gen(seed=7):
 
 
 @pytest.mark.parametrize("variant", ["dart", "dart_ar", "dart_fm"])
-def test_last_stream_step_equals_the_call(variant):
-    pipe = _pipeline(variant)
+def test_last_stream_step_equals_the_call(make_model, variant):
+    pipe = _pipeline(make_model, variant)
     out = pipe([0, "dog"], cfg_scale=2.0, generator=_gen(), output_type="pt")
     assert isinstance(out, ImagePipelineOutput)
     images = out.images
@@ -119,11 +116,9 @@ def test_save_load_round_trip(pipe, tmp_path):
     torch.testing.assert_close(steps[-1].preview, b)
 
 
-def test_latent_space_with_a_tiny_vae(tmp_path):
+def test_latent_space_with_a_tiny_vae(make_model, tmp_path):
     vae = _tiny_vae()
-    model = randomise_heads(
-        DARTModel.from_preset("tiny", space="latent", image_size=16, in_channels=4, latent_factor=2)
-    )
+    model = make_model(space="latent", image_size=16, in_channels=4, latent_factor=2)
     pipe = DARTPipeline(transformer=model, vae=vae)
     pipe.set_progress_bar_config(disable=True)
     images = pipe([0, 1], generator=_gen(), output_type="pt").images
