@@ -1,16 +1,13 @@
 """`DARTModel`: a stock ``transformers.LlamaModel`` read through DART's block-causal mask (DART §3).
 
-Inputs go through ``inputs_embeds``: a patch projection of every noisy token plus a learned level embedding
-and a learned spatial embedding (initialised with 2-D sin-cos; the backbone's own 1-D RoPE runs over the
-spatial raster index, identical at every level), behind a class / null token taken from the backbone's own
-token table. The hidden states of level t's positions feed a zero-initialised x̂_0 head (DART, DART-AR) or the
-per-token flow head of DART-FM (:mod:`dart.flow_head`). The backbone is built from a ``LlamaConfig`` derived
-from the :class:`~dart.config.DARTConfig` (no subclass, no patching); the 4-D mask goes through the public
-``attention_mask`` argument as an additive float mask (see :func:`dart.sequence.additive_mask`) and the KV
-cache through ``cache=``.
-
-One forward trains all T levels at once (teacher forcing): :meth:`DARTModel.training_losses`. Saved and loaded
-through diffusers (``config.json`` + ``diffusion_pytorch_model.safetensors``) with strict key matching.
+Inputs go through ``inputs_embeds``: patch projection + learned level embedding + learned spatial embedding
+(2-D sin-cos init; the backbone's 1-D RoPE runs over the raster index, the same at every level), behind a
+class / null token from the backbone's own token table. Level t's hidden states feed a zero-initialised x̂_0
+head (DART, DART-AR) or DART-FM's flow head (:mod:`dart.flow_head`). The backbone is built from a
+``LlamaConfig`` derived from the :class:`~dart.config.DARTConfig` (no subclass, no patching); the 4-D mask goes
+through the public ``attention_mask`` argument as an additive float mask (:func:`dart.sequence.additive_mask`),
+the KV cache through ``cache=``. One forward trains all T levels (teacher forcing). Saved and loaded through
+diffusers (``config.json`` + ``diffusion_pytorch_model.safetensors``) with strict key matching.
 """
 
 from __future__ import annotations
@@ -120,7 +117,8 @@ class DARTModel(ModelMixin, ConfigMixin):
 
         Args:
             pretrained_model_name_or_path: folder written by ``save_pretrained`` (or a hub id).
-            **kwargs: passed on to diffusers' ``ModelMixin.from_pretrained`` (e.g. ``subfolder``).
+            **kwargs: passed on to diffusers' ``ModelMixin.from_pretrained`` (e.g. ``subfolder``); weights are
+                read from safetensors only.
         """
         path = os.fspath(pretrained_model_name_or_path)
         if (os.path.isabs(path) or path.startswith((".", "~"))) and not os.path.isdir(
@@ -128,6 +126,9 @@ class DARTModel(ModelMixin, ConfigMixin):
         ):
             raise FileNotFoundError(f"no DART model folder at {path} (expected config.json + *.safetensors).")
         want_info = kwargs.pop("output_loading_info", False)
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("DARTModel folders hold safetensors only: do not pass use_safetensors=False.")
+        kwargs["use_safetensors"] = True  # never fall back to pickled .bin weights
         try:
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, output_loading_info=True, **kwargs

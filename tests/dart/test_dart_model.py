@@ -190,3 +190,14 @@ def test_strict_loading_names_the_bad_keys(make_model, tmp_path):
         DARTModel.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="no DART model folder"):
         DARTModel.from_pretrained(tmp_path / "missing")
+
+
+def test_loading_reads_safetensors_only(make_model, tmp_path):
+    model = make_model()
+    model.save_pretrained(tmp_path)
+    (tmp_path / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "diffusion_pytorch_model.bin")  # a pickle is never read
+    with pytest.raises(OSError, match="safetensors"):
+        DARTModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="safetensors only"):
+        DARTModel.from_pretrained(tmp_path, use_safetensors=False)
