@@ -1,9 +1,10 @@
-"""Overfit 8 images (one per class): near-zero loss, unguided samples reproduce them, previews sharpen by level."""
+"""What small trained models learn: the Gaussian posterior from the level history, and 8 images by heart."""
 
 import pytest
 import torch
 
 from dart import DARTModel, iter_levels
+from dart.schedule import cumulative_snr, snr
 
 
 def structured_images(num: int, size: int = 8, seed: int = 0) -> torch.Tensor:
@@ -62,3 +63,45 @@ def test_unguided_samples_reproduce_the_training_images(overfit):
     # previews: the PSNR between the level-t estimate and the final image rises as t falls
     to_final = torch.stack([psnr(step.x0, steps[-1].x0).mean() for step in steps[:-1]])
     assert bool((to_final[1:] > to_final[:-1]).all()), f"preview PSNR by step: {to_final.tolist()}"
+
+
+@pytest.mark.slow
+def test_trained_model_reaches_the_gaussian_posterior_through_the_history():
+    """x_0 ~ N(0, I): the best level-t loss is 1/(1 + Γ_t) with the history and 1/(1 + SNR_t) without it.
+
+    A small DART trained for 200 steps must get well below the history-free floor at the middle levels (so it
+    reads the noisier levels), never below the Bayes floor, and its per-level loss must fall as t falls.
+    """
+    torch.manual_seed(0)
+    model = DARTModel.from_preset(
+        "tiny",
+        space="latent",  # unbounded Gaussian samples, no pixel-range check
+        image_size=4,
+        in_channels=1,
+        num_levels=8,
+        hidden_size=32,
+        num_heads=2,
+        intermediate_size=64,
+        num_classes=1,
+        class_dropout=0.0,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.zeros(64, dtype=torch.long)
+    for _ in range(200):
+        losses = model.training_losses(
+            torch.randn(64, 1, 4, 4, generator=generator), labels, generator=generator
+        )
+        optimizer.zero_grad()
+        losses.total.backward()
+        optimizer.step()
+    with torch.no_grad():
+        samples = torch.randn(2048, 1, 4, 4, generator=generator)
+        per_level = (
+            model.eval().training_losses(samples, labels.new_zeros(2048), generator=generator).per_level
+        )
+    with_history = (1 / (1 + cumulative_snr(model.schedule.gammas))).float()
+    own_level = (1 / (1 + snr(model.schedule.gammas))).float()
+    assert bool((per_level[:-1] < per_level[1:]).all()), per_level.tolist()
+    assert bool((per_level > 0.95 * with_history).all()), (per_level.tolist(), with_history.tolist())
+    assert bool((per_level[1:4] < 0.9 * own_level[1:4]).all()), (per_level.tolist(), own_level.tolist())
