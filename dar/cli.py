@@ -33,9 +33,10 @@ def _load_pipeline(args):
     from dar.pipeline import load_pipeline
 
     if args.quiet:
-        from transformers.utils.logging import disable_progress_bar
+        from diffusers.utils.logging import disable_progress_bar as quiet_diffusers
+        from transformers.utils.logging import disable_progress_bar as quiet_transformers
 
-        disable_progress_bar()
+        quiet_diffusers(), quiet_transformers()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device} but no CUDA device is available: pass --device cpu")

@@ -24,6 +24,7 @@ _EXPORTS = {
     "guidance_scales": "dart.sampling",
     "iter_levels": "dart.sampling",
     "sample": "dart.sampling",
+    "DARTLossModule": "dart.training",
     "DARTPipeline": "dart.pipeline",
     "DARTStreamStep": "dart.pipeline",
 }

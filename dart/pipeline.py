@@ -11,10 +11,11 @@ skips decoding the intermediate previews.
 from __future__ import annotations
 
 import logging
-import time
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
@@ -41,7 +42,6 @@ class DARTStreamStep:
         sample: the same estimate as a (B, 3, H, W) float tensor in [-1, 1].
         x0: the model-space estimate x̂_0 (pixels or latents), (B, C, S, S).
         cfg_scale: guidance scale used at this level.
-        elapsed: wall time since the call started, when the step was yielded.
     """
 
     index: int
@@ -50,7 +50,6 @@ class DARTStreamStep:
     sample: torch.Tensor
     x0: torch.Tensor
     cfg_scale: float
-    elapsed: float
 
 
 class DARTPipeline(DiffusionPipeline):
@@ -121,9 +120,15 @@ class DARTPipeline(DiffusionPipeline):
             ids.append(lookup[key])
         return ids
 
+    def check_class_labels(self, class_labels) -> torch.Tensor:
+        """Class ids or names → a (B,) int64 tensor of validated class ids (on the CPU)."""
+        return self._class_labels(class_labels, 1).cpu()
+
     def _class_labels(self, class_labels, num_images_per_prompt: int) -> torch.Tensor:
-        if isinstance(class_labels, (int, str)):
+        if isinstance(class_labels, (numbers.Integral, str)):
             class_labels = [class_labels]
+        if isinstance(class_labels, np.ndarray):
+            class_labels = torch.from_numpy(class_labels)
         if not isinstance(class_labels, torch.Tensor):
             class_labels = list(class_labels)
             if not class_labels:
@@ -217,7 +222,9 @@ class DARTPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         num_images_per_prompt: int = 1,
+        batch_size: int | None = None,
         use_cache: bool = True,
+        **unknown,
     ):
         """Sample images.
 
@@ -233,11 +240,33 @@ class DARTPipeline(DiffusionPipeline):
             output_type: "pil", "np" ((B, H, W, 3) float in [0, 1]) or "pt" ((B, 3, H, W) in [0, 1]).
             return_dict: return an ``ImagePipelineOutput`` (default) or a tuple ``(images,)``.
             num_images_per_prompt: images per class label (labels are repeated in place).
+            batch_size: images per sampler batch (None: all at once); one generator runs through the batches.
             use_cache: KV-cached sampling (default) or the uncached reference path.
 
         Returns:
             ``ImagePipelineOutput`` with ``images``, or ``(images,)``.
         """
+        _refuse_options(unknown)
+        if batch_size is not None:
+            labels = self._class_labels(class_labels, num_images_per_prompt)
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+            parts = [
+                self(
+                    labels[i : i + batch_size],
+                    cfg_scale=cfg_scale,
+                    cfg_schedule=cfg_schedule,
+                    cfg_scale_start=cfg_scale_start,
+                    guidance_scale=guidance_scale,
+                    generator=generator,
+                    noise=None if noise is None else noise[i : i + batch_size],
+                    output_type="pt",
+                    use_cache=use_cache,
+                ).images
+                for i in range(0, len(labels), batch_size)
+            ]
+            images = self.to_images(torch.cat(parts) * 2 - 1, output_type)
+            return ImagePipelineOutput(images=images) if return_dict else (images,)
         levels = self._levels(
             class_labels,
             output_type,
@@ -274,6 +303,7 @@ class DARTPipeline(DiffusionPipeline):
         output_type: str = "pil",
         num_images_per_prompt: int = 1,
         use_cache: bool = True,
+        **unknown,
     ) -> Iterator[DARTStreamStep]:
         """Yield a preview after every noise level (same arguments as ``__call__``).
 
@@ -283,6 +313,7 @@ class DARTPipeline(DiffusionPipeline):
         Yields:
             :class:`DARTStreamStep`, one per level, noisiest first.
         """
+        _refuse_options(unknown)
         levels = self._levels(
             class_labels,
             output_type,
@@ -298,7 +329,6 @@ class DARTPipeline(DiffusionPipeline):
         return self._stream(levels, output_type)
 
     def _stream(self, levels: Iterator[LevelStep], output_type: str) -> Iterator[DARTStreamStep]:
-        start = time.perf_counter()
         with self.progress_bar(total=self.transformer.config.num_levels) as bar:
             for step in levels:
                 with torch.inference_mode():
@@ -312,5 +342,12 @@ class DARTPipeline(DiffusionPipeline):
                     sample=images,
                     x0=step.x0,
                     cfg_scale=step.cfg_scale,
-                    elapsed=time.perf_counter() - start,
                 )
+
+
+def _refuse_options(unknown: dict) -> None:
+    if unknown:
+        raise TypeError(
+            f"{sorted(unknown)} are not options of a DART pipeline, which takes cfg_scale, cfg_schedule and "
+            "cfg_scale_start (temperature, top-k/top-p, cfg_interval, cache and layout control are D-AR's)"
+        )

@@ -20,7 +20,36 @@ WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token")
 
-__all__ = ["check_safetensors_file", "key_report", "load_weights", "resolve_folder"]
+__all__ = [
+    "check_safetensors_file",
+    "drop_diffusers_loader_options",
+    "key_report",
+    "load_weights",
+    "resolve_folder",
+]
+
+# Loader options that diffusers' DiffusionPipeline.from_pretrained hands every component (accepted, unused).
+DIFFUSERS_LOADER_DEFAULTS = {
+    "device_map": None,
+    "disable_mmap": False,
+    "low_cpu_mem_usage": True,
+    "max_memory": None,
+    "offload_folder": None,
+    "offload_state_dict": None,
+    "use_flashpack": False,
+    "use_safetensors": None,
+    "variant": None,
+}
+
+
+def drop_diffusers_loader_options(kwargs: dict[str, Any], what: str) -> None:
+    """Remove diffusers' generic loader options from ``kwargs`` (in place), refusing the ones we cannot honour."""
+    for name, default in DIFFUSERS_LOADER_DEFAULTS.items():
+        value = kwargs.pop(name, default)
+        if name in ("variant", "device_map") and value is not None:
+            raise ValueError(f"{what}.from_pretrained does not support {name}={value!r}")
+        if name == "use_safetensors" and value is False:
+            raise ValueError(f"{what} folders hold safetensors only: do not pass use_safetensors=False")
 
 
 def key_report(

@@ -24,7 +24,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
-from tokenizer.checkpoint import load_weights, resolve_folder
+from tokenizer.checkpoint import drop_diffusers_loader_options, load_weights, resolve_folder
 from tokenizer.conditioning import ConditionNetwork
 from tokenizer.config import TOKENIZER_PRESETS, TokenizerConfig
 from tokenizer.decoder import PixelDecoder
@@ -44,20 +44,6 @@ from tokenizer.quantizer import VectorQuantizer
 from tokenizer.sampler import DecodeStep, Sampler, sampler_step
 
 logger = logging.getLogger(__name__)
-
-
-# Loader options that diffusers' DiffusionPipeline.from_pretrained hands every component (accepted, unused).
-DIFFUSERS_LOADER_DEFAULTS = {
-    "device_map": None,
-    "disable_mmap": False,
-    "low_cpu_mem_usage": True,
-    "max_memory": None,
-    "offload_folder": None,
-    "offload_state_dict": None,
-    "use_flashpack": False,
-    "use_safetensors": None,
-    "variant": None,
-}
 
 
 def _takes_config_fields(init):
@@ -138,12 +124,7 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         Returns:
             The tokenizer in eval mode.
         """
-        for name, default in DIFFUSERS_LOADER_DEFAULTS.items():  # what DiffusionPipeline.from_pretrained passes
-            value = hub_kwargs.pop(name, default)
-            if name in ("variant", "device_map") and value is not None:
-                raise ValueError(f"DARTokenizer.from_pretrained does not support {name}={value!r}")
-            if name == "use_safetensors" and value is False:
-                raise ValueError("DARTokenizer folders hold safetensors only: do not pass use_safetensors=False")
+        drop_diffusers_loader_options(hub_kwargs, "DARTokenizer")
         folder = resolve_folder(pretrained_model_name_or_path, "tokenizer", subfolder, **hub_kwargs)
         config_file = folder / "config.json"
         if not config_file.is_file():

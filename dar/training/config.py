@@ -17,6 +17,9 @@ from llama_ar import SamplingOptions
 __all__ = [
     "ARModelConfig",
     "ARTrainingConfig",
+    "DARTModelConfig",
+    "DARTSampleConfig",
+    "DARTTrainingConfig",
     "EMAConfig",
     "ExtractCodesConfig",
     "OptimConfig",
@@ -254,3 +257,44 @@ class ARTrainingConfig:
     ema: EMAConfig = field(default_factory=lambda: EMAConfig(enabled=False, decay=0.9999))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/ar"))
     sample: SamplingOptions = field(default_factory=SamplingOptions)
+
+
+@dataclass
+class DARTModelConfig:
+    """Which DART model to train.
+
+    Attributes:
+        preset: a key of ``dart.DART_PRESETS`` (``DART-S/B/L/XL``, ``demo``, ``tiny``).
+        overrides: ``DARTConfig`` fields to change, e.g. ``{"variant": "dart_fm"}`` or
+            ``{"attention": "own_level"}`` (the Markovian ablation).
+        init_from: a ``DARTModel.save_pretrained`` folder to start from (strict load) instead of a random init.
+        vae: for a latent-space model (``space: latent``): a diffusers ``AutoencoderKL`` folder or Hub id.
+    """
+
+    preset: str = "tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    vae: str | None = None
+
+
+@dataclass
+class DARTSampleConfig:
+    """Sampling settings of the periodic sample grids (see ``dart.DARTPipeline.__call__``)."""
+
+    cfg_scale: float = 4.0
+    cfg_schedule: Literal["constant", "linear"] = "constant"
+    cfg_scale_start: float = 1.0
+
+
+@dataclass
+class DARTTrainingConfig:
+    """``recipes/train_dart.py``: x₀-MSE over all T levels of every image (teacher forcing), class dropout 0.1."""
+
+    data: DataConfig = field(default_factory=lambda: DataConfig(augment="random_crop", random_flip=True))
+    model: DARTModelConfig = field(default_factory=DARTModelConfig)
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=1e-3, betas=(0.9, 0.95), warmup_steps=100)
+    )
+    ema: EMAConfig = field(default_factory=lambda: EMAConfig(enabled=True, decay=0.999))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/dart"))
+    sample: DARTSampleConfig = field(default_factory=DARTSampleConfig)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 from tiny import make_tiny_pipeline
 
@@ -161,3 +162,44 @@ def test_help_does_not_import_the_models():
     code = "import sys; from dar import cli; cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def dart_checkpoint(tmp_path_factory):
+    from dart import DARTModel, DARTPipeline
+
+    torch.manual_seed(0)
+    model = DARTModel.from_preset("tiny", id2label={0: "bear", 1: "bird", 2: "cat", 3: "cow"})
+    folder = tmp_path_factory.mktemp("dart")
+    DARTPipeline(transformer=model.eval()).save_pretrained(folder)
+    return folder
+
+
+def test_the_same_commands_serve_a_dart_folder(dart_checkpoint, tmp_path, capsys):
+    cli.main(
+        [
+            "sample",
+            "--checkpoint",
+            str(dart_checkpoint),
+            "--classes",
+            "cow",
+            "bear",
+            "--per-class",
+            "2",
+            "--batch-size",
+            "3",
+            "--cfg-scale",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    assert Image.open(tmp_path / "samples.png").size == (2 * 10 + 2, 2 * 10 + 2)  # 8-px images
+    cli.main(
+        ["stream", "--checkpoint", str(dart_checkpoint), "--classes", "1", "--out", str(tmp_path), "--quiet"]
+    )
+    assert Image.open(tmp_path / "stream_strip.png").size[0] == 4 * 10 + 2  # T = 4 levels
+    assert "not options of a DART pipeline" in _error(
+        ["sample", "--checkpoint", str(dart_checkpoint), "--top-k", "5", "--out", str(tmp_path)], capsys
+    )

@@ -5,7 +5,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dar.training.config import ARTrainingConfig, ExtractCodesConfig, TokenizerTrainingConfig
+from dar.training.config import (
+    ARTrainingConfig,
+    DARTTrainingConfig,
+    ExtractCodesConfig,
+    TokenizerTrainingConfig,
+)
 from dar.training.config_io import load_config
 from dar.training.optim import LRSchedule
 
@@ -15,6 +20,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 def _class_for(path):
     if "codes" in path.stem:
         return ExtractCodesConfig
+    if "dart" in path.stem:
+        return DARTTrainingConfig
     return TokenizerTrainingConfig if "tokenizer" in path.stem else ARTrainingConfig
 
 
@@ -30,6 +37,11 @@ def test_config_parses_and_names_known_presets(path):
     elif isinstance(cfg, ARTrainingConfig):
         assert cfg.model.preset in AR_PRESETS
         LRSchedule(cfg.optim, cfg.train.max_steps)  # the schedule window is valid
+    elif isinstance(cfg, DARTTrainingConfig):
+        from dart import DART_PRESETS
+
+        assert cfg.model.preset in DART_PRESETS
+        assert cfg.data.image_size == DART_PRESETS[cfg.model.preset].image_size
 
 
 def test_expected_configs_exist():

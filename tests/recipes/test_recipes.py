@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from dar.training.checkpoints import list_checkpoints
-from dar.training.config import ARTrainingConfig, TokenizerTrainingConfig
+from dar.training.config import ARTrainingConfig, DARTTrainingConfig, TokenizerTrainingConfig
 from dar.training.config_io import load_config
 from dar.training.loop import NonFiniteError, read_jsonl
 
@@ -285,3 +285,35 @@ def test_resume_never_unpickles_registered_objects(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="custom_checkpoint_0.pkl is a pickle"):
         module.main(load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, resume))
     assert not (tmp_path / "pwned").exists()
+
+
+def test_dart_recipe_trains_logs_every_level_resumes_exactly_and_exports(tmp_path):
+    from dart import DARTPipeline
+
+    module = _load_recipe("train_dart")
+    common = ["train.save_every=2", "optim.grad_accum=2", "train.sample_every=2"]
+    straight = tmp_path / "a"
+    module.main(
+        load_config(
+            CONFIGS / "tiny_dart.yaml",
+            DARTTrainingConfig,
+            [*common, "train.max_steps=4", f"train.output_dir={straight}"],
+        )
+    )
+    run_b = [*common, f"train.output_dir={tmp_path / 'b'}"]
+    module.main(load_config(CONFIGS / "tiny_dart.yaml", DARTTrainingConfig, [*run_b, "train.max_steps=2"]))
+    module.main(
+        load_config(
+            CONFIGS / "tiny_dart.yaml",
+            DARTTrainingConfig,
+            [*run_b, "train.max_steps=4", "train.resume=latest"],
+        )
+    )
+    assert _losses(straight) == _losses(tmp_path / "b")
+    record = [r for r in read_jsonl(straight / "logs" / "train_log.jsonl") if "step" in r][-1]
+    assert {f"level_{t}" for t in range(1, 5)} <= set(record)  # the loss of every level is logged
+    assert (straight / "samples" / "step_00000002.png").is_file()
+    pipe = DARTPipeline.from_pretrained(straight / "export" / "pipeline")
+    assert pipe.id2label == {i: f"class_{i}" for i in range(4)}  # class names travel with the folder
+    images = pipe([0, 3], generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert images.shape == (2, 3, 8, 8)
