@@ -157,7 +157,11 @@ def cmd_eval(args) -> None:
     settings.update(features=judges.features, classifier=str(judges.classifier_path or "") or None)
     if args.samples:
         settings["checkpoint"] = None  # the images come from the files, not from a model
-    if args.reconstruction:
+    if args.levels:
+        pipe = _load_pipeline(args)
+        results = protocol.evaluate_levels(pipe, judges, batch_size=args.batch_size, seed=args.seed)
+        text = "per-level x0-MSE (level 1 = cleanest): " + " ".join(f"{v:.4f}" for v in results["per_level"])
+    elif args.reconstruction:
         pipe = _load_pipeline(args)
         results = protocol.evaluate_reconstruction(
             pipe.tokenizer, judges.to(pipe.device), batch_size=args.batch_size, seed=args.seed
@@ -253,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--reconstruction", action="store_true", help="measure the tokenizer on the reference images"
+    )
+    p.add_argument(
+        "--levels", action="store_true", help="DART: held-out x0-MSE of every level on the reference"
     )
     add_judge_arguments(p)
     p.add_argument("--save-png", help="also write the samples as PNG files into this (empty) folder")

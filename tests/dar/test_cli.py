@@ -203,3 +203,29 @@ def test_the_same_commands_serve_a_dart_folder(dart_checkpoint, tmp_path, capsys
     assert "not options of a DART pipeline" in _error(
         ["sample", "--checkpoint", str(dart_checkpoint), "--top-k", "5", "--out", str(tmp_path)], capsys
     )
+
+
+def test_eval_levels_gives_the_held_out_loss_of_every_dart_level(dart_checkpoint, tmp_path, capsys):
+    import json
+
+    from dar.images import save_pngs
+
+    save_pngs(torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8), tmp_path / "ref")
+    args = [
+        "eval",
+        "--levels",
+        "--checkpoint",
+        str(dart_checkpoint),
+        "--reference",
+        str(tmp_path / "ref"),
+        "--features",
+        "classifier",
+        "--batch-size",
+        "4",
+        "--quiet",
+    ]
+    cli.main([*args, "--out", str(tmp_path / "a.json")])
+    cli.main([*args, "--out", str(tmp_path / "b.json")])
+    a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
+    assert len(a["per_level"]) == 4 and a["num_images"] == 6 and a == {**b, "settings": a["settings"]}
+    assert "per-level x0-MSE" in capsys.readouterr().out
