@@ -2,10 +2,19 @@
 
 Implements the AR half of D-AR (Gao & Shou 2025, §3.3–§3.4): see :mod:`llama_ar.layout` (token ids),
 :mod:`llama_ar.config` (presets), :mod:`llama_ar.model` (``build_ar_model``), :mod:`llama_ar.training`
-(``ar_loss``) and :mod:`llama_ar.sampling` (``sample_codes`` / ``iter_code_groups``).
+(``ar_loss``), :mod:`llama_ar.sampling` (``sample_codes`` / ``iter_code_groups``), :mod:`llama_ar.generation`
+(stock ``generate()``: generation config, CFG-schedule logits processor), :mod:`llama_ar.gguf` (GGUF export)
+and :mod:`llama_ar.llamacpp` (sampling through llama.cpp; needs the ``serve`` extra).
 """
 
 from .config import AR_PRESETS, ARConfig, swiglu_hidden_size
+from .generation import (
+    CFGScheduleLogitsProcessor,
+    build_generation_config,
+    class_prompt,
+    null_prompt,
+    write_generation_config,
+)
 from .layout import CONFIG_KEY, VocabLayout
 from .model import build_ar_model
 from .sampling import cfg_scales, iter_code_groups, sample_codes
@@ -23,15 +32,20 @@ __all__ = [
     "ARConfig",
     "ARLossOutput",
     "ARTrainingBatch",
+    "CFGScheduleLogitsProcessor",
     "CONFIG_KEY",
     "VocabLayout",
     "ar_loss",
     "ar_training_batch",
     "build_ar_model",
+    "build_generation_config",
     "cfg_scales",
+    "class_prompt",
     "drop_class_tokens",
     "drop_embeddings",
     "iter_code_groups",
+    "null_prompt",
     "sample_codes",
     "swiglu_hidden_size",
+    "write_generation_config",
 ]
