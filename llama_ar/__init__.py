@@ -15,7 +15,9 @@ from .generation import (
     null_prompt,
     write_generation_config,
 )
+from .gguf import export_gguf
 from .layout import CONFIG_KEY, VocabLayout
+from .llamacpp import LlamaCppPrior
 from .model import build_ar_model
 from .sampling import cfg_scales, iter_code_groups, sample_codes
 from .training import (
@@ -34,6 +36,7 @@ __all__ = [
     "ARTrainingBatch",
     "CFGScheduleLogitsProcessor",
     "CONFIG_KEY",
+    "LlamaCppPrior",
     "VocabLayout",
     "ar_loss",
     "ar_training_batch",
@@ -43,6 +46,7 @@ __all__ = [
     "class_prompt",
     "drop_class_tokens",
     "drop_embeddings",
+    "export_gguf",
     "iter_code_groups",
     "null_prompt",
     "sample_codes",

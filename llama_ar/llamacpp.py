@@ -93,6 +93,9 @@ class LlamaCppPrior:
         kv_dtype: KV-cache type ``"f32"`` or ``"f16"``; ``"auto"`` is f32 for an f32 GGUF and f16 otherwise.
         flash_attn: Use llama.cpp's flash-attention kernel (faster at long contexts, but it rounds to f16 on
             CPU: ~1e-3 relative logit error).
+        kv_unified: One KV buffer shared by all sequences (each token attends over every sequence's cells,
+            masked) instead of one stream per sequence (each padded by llama.cpp to a multiple of 256 cells).
+            Either gives the same logits; which is faster depends on rows × codes (see the module notes).
 
     Attributes:
         layout: The :class:`VocabLayout` stored in the GGUF (``dar.layout``).
@@ -108,6 +111,7 @@ class LlamaCppPrior:
         n_threads: int | None = None,
         kv_dtype: Literal["auto", "f32", "f16"] = "auto",
         flash_attn: bool = False,
+        kv_unified: bool = False,
     ):
         self._lib = None
         self._model = None
@@ -153,6 +157,7 @@ class LlamaCppPrior:
             kv_dtype = "f32" if self.dtype == "f32" else "f16"
         self.kv_dtype = kv_dtype
         self.flash_attn = bool(flash_attn)
+        self.kv_unified = bool(kv_unified)
         self.n_threads = n_threads
         self._context_key: tuple[int, int] | None = None
         self._batch_capacity = 0
@@ -191,8 +196,10 @@ class LlamaCppPrior:
         else:
             self._free_context()
             params = lib.llama_context_default_params()
-            cells = -(-(self.capacity + 1) // 256) * 256  # llama.cpp pads each sequence's KV stream to 256
-            params.n_ctx = num_sequences * cells
+            if self.kv_unified:
+                params.n_ctx = -(-num_sequences * (self.capacity + 1) // 256) * 256
+            else:  # llama.cpp pads each sequence's KV stream to a multiple of 256 cells
+                params.n_ctx = num_sequences * (-(-(self.capacity + 1) // 256) * 256)
             params.n_batch = params.n_ubatch = key[1]
             params.n_seq_max = num_sequences
             params.n_threads = params.n_threads_batch = self._threads()
@@ -201,7 +208,7 @@ class LlamaCppPrior:
             params.flash_attn_type = (
                 lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
-            params.kv_unified = False  # one KV stream per sequence: a row attends to its own cells only
+            params.kv_unified = self.kv_unified
             params.no_perf = True
             context = lib.llama_init_from_model(self._model, params)
             if not context:
