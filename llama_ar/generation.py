@@ -179,8 +179,8 @@ class CFGScheduleLogitsProcessor:
     pick the same codes.
 
     The processor keeps the null sequence's KV cache between steps. It resets itself when a new ``generate``
-    call starts (a shorter or differently sized ``input_ids`` than at the previous step), so one instance can
-    serve successive calls, but not two concurrent ones.
+    call starts (``input_ids`` that are not one token longer than at the previous call, or of another batch
+    size), so one instance can serve successive calls, but not two concurrent ones.
 
     Do not also pass ``guidance_scale`` to ``generate``: transformers would add its own constant-scale guidance
     in front of this processor and guide twice.
@@ -237,7 +237,7 @@ class CFGScheduleLogitsProcessor:
         """Forget the null sequence (done automatically when a new ``generate`` call starts)."""
         self._cache = None
         self._length = 0  # tokens of the null sequence held by the cache
-        self._batch = 0
+        self._seen = (0, 0)  # (batch, length) of the input_ids of the previous call
 
     def _guides(self, k: int) -> bool:
         return self.guided and (self.cfg_interval < 0 or k <= self.cfg_interval)
@@ -259,7 +259,7 @@ class CFGScheduleLogitsProcessor:
         )
         if start == 0:
             check_cache_filled(self._cache, length)
-        self._length, self._batch = length, batch
+        self._length = length
         return out.logits[:, -1, : self.layout.codebook_size].float()
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -284,8 +284,9 @@ class CFGScheduleLogitsProcessor:
                 f"generate asks for code {k} but this processor was built for num_tokens={self.num_tokens}; "
                 "pass max_new_tokens ≤ num_tokens − (prompt codes) or build it with a larger num_tokens."
             )
-        if length <= self._length or batch != self._batch:
-            self.reset()  # a new generate call
+        if (batch, length) != (self._seen[0], self._seen[1] + 1):
+            self.reset()  # not the next step of the previous call: a new generate call
+        self._seen = (batch, length)
         cond = scores[:, :num_codes].float()
         if self._guides(k):
             with torch.no_grad():

@@ -117,6 +117,14 @@ def test_one_processor_serves_successive_generate_calls(tiny_model, layout):
     assert torch.equal(
         first[:, 1:], sample_codes(tiny_model, [0, 1], N, cfg_scale=3.0, cfg_schedule="linear", top_k=1)
     )
+    # a short call, then one whose prompt is longer than where the previous call stopped
+    tiny_model.generate(class_prompt(layout, [1, 2]), logits_processor=[processor], top_k=1, max_new_tokens=2)
+    prompt = torch.cat([class_prompt(layout, [1, 2]), torch.tensor([[3, 4, 5, 6], [7, 8, 9, 10]])], dim=1)
+    third = tiny_model.generate(prompt, logits_processor=[processor], top_k=1, max_new_tokens=N - 4)
+    expected = sample_codes(
+        tiny_model, [1, 2], N, cfg_scale=3.0, cfg_schedule="linear", top_k=1, prefix_codes=prompt[:, 1:]
+    )
+    assert torch.equal(third[:, 1:], expected)
 
 
 def test_sampled_generate_with_guidance_draws_only_codes(tiny_model, layout):
