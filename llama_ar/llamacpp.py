@@ -160,7 +160,7 @@ class LlamaCppPrior(LlamaCppModel):
         prompt = prefix.repeat(2, 1) if guided else prefix
         prompt_ids = torch.cat([first[:, None], prompt], dim=1).numpy().astype(np.int32)  # (rows, P + 1)
         length = num_prefix + 1
-        self.prepare(rows, rows * length)
+        self.prepare(rows, rows * length, max_outputs=rows)
         outputs = np.zeros((rows, length), dtype=bool)
         outputs[:, -1] = True
         logits = self.forward(

@@ -151,7 +151,7 @@ class LlamaCppModel:
         self.flash_attn = bool(flash_attn)
         self.kv_unified = bool(kv_unified)
         self.n_threads = n_threads
-        self._context_key: tuple[int, int] | None = None
+        self._context_key: tuple[int, int, int] | None = None
         self._batch_capacity = 0
 
     def metadata(self, key: str) -> str | None:
@@ -171,17 +171,24 @@ class LlamaCppModel:
             raise ValueError(f"n_threads must be a positive int or None, got {threads!r}.")
         return threads
 
-    def prepare(self, num_sequences: int, batch_tokens: int):
-        """A cleared llama.cpp context for ``num_sequences`` streams and a batch of ``batch_tokens`` tokens."""
+    def prepare(self, num_sequences: int, batch_tokens: int, max_outputs: int | None = None) -> None:
+        """Get a cleared llama.cpp context ready for a run (kept and reused while the sizes stay the same).
+
+        Args:
+            num_sequences: Sequences (rows) of the run, each with positions 0 … capacity.
+            batch_tokens: Most tokens one :meth:`forward` will pass.
+            max_outputs: Most of them that return logits (default: all).
+        """
         if self._model is None:
-            raise RuntimeError("this LlamaCppPrior is closed; create a new one.")
+            raise RuntimeError(f"this {type(self).__name__} is closed; create a new one.")
         lib = self._lib
         if num_sequences > _MAX_SEQUENCES:
             raise ValueError(
                 f"llama.cpp runs at most {_MAX_SEQUENCES} sequences at once and this call needs "
                 f"{num_sequences} (B rows, 2B with guidance); sample fewer class labels per call."
             )
-        key = (num_sequences, max(batch_tokens, num_sequences))
+        batch_tokens = max(batch_tokens, num_sequences)
+        key = (num_sequences, batch_tokens, min(max_outputs or batch_tokens, batch_tokens))
         if self._context is not None and self._context_key == key:
             lib.llama_memory_clear(lib.llama_get_memory(self._context), True)
         else:
@@ -193,6 +200,7 @@ class LlamaCppModel:
                 params.n_ctx = num_sequences * (-(-(self.capacity + 1) // 256) * 256)
             params.n_batch = params.n_ubatch = key[1]
             params.n_seq_max = num_sequences
+            params.n_outputs_max = key[2]  # the logits buffer holds n_outputs_max × vocab_size floats
             params.n_threads = params.n_threads_batch = self.threads()
             ggml_type = lib.GGML_TYPE_F32 if self.kv_dtype == "f32" else lib.GGML_TYPE_F16
             params.type_k = params.type_v = ggml_type
