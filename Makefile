@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-gpu sample bench lint style demo-train clean
+.PHONY: install serve-install test test-serve test-gpu sample bench lint style demo-train clean
 
 install: $(STAMP)
 
@@ -20,6 +20,21 @@ $(STAMP): setup.cfg pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The `serve` extra (GGUF export, llama.cpp sampling). llama-cpp-python builds llama.cpp from source: ~10 min
+# wall on a loaded 2-core machine (593 s CPU). GGML_NATIVE=OFF gives a portable AVX2/FMA/F16C build instead of
+# -march=native, so a wheel that pip caches on one machine runs on another CPU; LLAVA_BUILD=OFF skips the
+# multimodal library we do not use. (pip's wheel cache is keyed on the sdist, not on CMAKE_ARGS.)
+SERVE_STAMP := $(VENV)/.installed-serve
+$(SERVE_STAMP): $(STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(PY) -m pip install -q -e ".[dev,demo,serve]"
+	touch $(SERVE_STAMP)
+
+serve-install: $(SERVE_STAMP)
+
+test-serve: $(SERVE_STAMP)
+	$(PY) -m pytest -q tests/llama_ar/test_gguf.py
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu tests

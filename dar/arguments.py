@@ -10,10 +10,17 @@ import argparse
 import dataclasses
 import typing
 
+from dar.engines import ENGINES
 from dar.evaluation import DEMO_REFERENCE, FEATURE_KINDS, GENERATION_METRICS
 from llama_ar.options import SamplingOptions
 
-__all__ = ["add_generation_arguments", "add_judge_arguments", "sampling_kwargs"]
+__all__ = [
+    "add_eval_arguments",
+    "add_generation_arguments",
+    "add_judge_arguments",
+    "add_run_arguments",
+    "sampling_kwargs",
+]
 
 
 def _on_off(value: str) -> bool:
@@ -58,3 +65,41 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--metrics", nargs="+", choices=GENERATION_METRICS, help="default: all that apply")
     parser.add_argument("--kid-subset-size", type=int, default=1000, help="clamped to the number of samples")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, per_class: int, batch_size: int) -> None:
+    """What every generating command takes: the model, the classes, batching, sampling, seed, device, engine."""
+    parser.add_argument("--checkpoint", help="pipeline folder or hub id (default: the shipped demo model)")
+    parser.add_argument(
+        "--classes", nargs="+", action="extend", help="class ids or names (default: every class)"
+    )
+    parser.add_argument("--per-class", type=int, default=per_class, help="images per class")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="images per batch (bounds memory)")
+    add_generation_arguments(parser)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    parser.add_argument("--engine", choices=ENGINES, help="what samples D-AR's codes (default: transformers)")
+    parser.add_argument(
+        "--gguf", help="with --engine llamacpp: a GGUF from `dar export-gguf` (default: f32 export)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """``dar eval``'s own flags: what to measure, against what, and where the samples and results go."""
+    parser.add_argument(
+        "--samples", help="evaluate these images instead: an npz, an image folder, or 'demo-train'"
+    )
+    parser.add_argument(
+        "--reconstruction", action="store_true", help="measure the tokenizer on the reference"
+    )
+    parser.add_argument(
+        "--levels", action="store_true", help="DART: held-out x0-MSE of every level on the reference"
+    )
+    add_judge_arguments(parser)
+    parser.add_argument("--save-png", help="also write the samples as PNG files into this (empty) folder")
+    parser.add_argument("--save-npz", help="also write the samples as an ADM-compatible .npz file")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="delete the images already in --save-png first"
+    )
+    parser.add_argument("--out", default="outputs/eval.json", help="JSON file of the results")

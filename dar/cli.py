@@ -1,4 +1,4 @@
-"""The ``dar`` command: sample, stream, layout-control, convert official weights, evaluate, benchmark.
+"""The ``dar`` command: sample, stream, layout-control, convert official weights, evaluate, export a GGUF, benchmark.
 
 Thin commands over the library; heavy libraries are imported inside them, so ``dar --help`` answers at once.
 Errors the project raises (bad arguments, missing files, damaged checkpoints) print one line that names the
@@ -13,8 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from dar.arguments import add_generation_arguments, add_judge_arguments, sampling_kwargs
+from dar.arguments import add_eval_arguments, add_run_arguments, sampling_kwargs
 from dar.demo import DEMO_PIPELINE, shipped
+from dar.engines import engine_of
 
 logger = logging.getLogger("dar")
 
@@ -30,7 +31,7 @@ def _parse_labels(values: list[str]) -> list[int | str]:
 def _load_pipeline(args):
     import torch
 
-    from dar.pipeline import load_pipeline
+    from dar.loading import load_pipeline
 
     if args.quiet:
         from diffusers.utils.logging import disable_progress_bar as quiet_diffusers
@@ -40,7 +41,8 @@ def _load_pipeline(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device} but no CUDA device is available: pass --device cpu")
-    pipe = load_pipeline(args.checkpoint or shipped(DEMO_PIPELINE, "demo model")).to(device)
+    engine = engine_of(getattr(args, "engine", None), getattr(args, "gguf", None), device)
+    pipe = load_pipeline(args.checkpoint or shipped(DEMO_PIPELINE, "demo model"), engine=engine).to(device)
     pipe.set_progress_bar_config(disable=args.quiet)
     return pipe
 
@@ -142,7 +144,7 @@ def cmd_convert(args) -> None:
 def cmd_eval(args) -> None:
     import json
 
-    from dar.evaluation import protocol
+    from dar.evaluation import diagnostics, protocol
     from dar.images import prepare_image_folder, prepare_output_file
 
     out = prepare_output_file(args.out, ".json")  # every output is checked before minutes of sampling
@@ -159,11 +161,11 @@ def cmd_eval(args) -> None:
         settings["checkpoint"] = None  # the images come from the files, not from a model
     if args.levels:
         pipe = _load_pipeline(args)
-        results = protocol.evaluate_levels(pipe, judges, batch_size=args.batch_size, seed=args.seed)
+        results = diagnostics.evaluate_levels(pipe, judges, batch_size=args.batch_size, seed=args.seed)
         text = "per-level x0-MSE (level 1 = cleanest): " + " ".join(f"{v:.4f}" for v in results["per_level"])
     elif args.reconstruction:
         pipe = _load_pipeline(args)
-        results = protocol.evaluate_reconstruction(
+        results = diagnostics.evaluate_reconstruction(
             pipe.tokenizer, judges.to(pipe.device), batch_size=args.batch_size, seed=args.seed
         )
         text = "\n".join(
@@ -209,23 +211,21 @@ def cmd_eval(args) -> None:
     print(f"wrote {out}")
 
 
+def cmd_export_gguf(args) -> None:
+    from dar.images import prepare_output_file
+    from llama_ar import export_gguf
+
+    out = prepare_output_file(args.out, ".gguf")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists: pass another --out, or --overwrite to replace it")
+    checkpoint = args.checkpoint or shipped(DEMO_PIPELINE, "demo model")
+    print(f"wrote {export_gguf(checkpoint, out, dtype=args.dtype)}")
+
+
 def cmd_bench(args) -> None:
     from dar.bench.__main__ import main as bench_main
 
     bench_main((["--quick"] if args.quick else []) + ["--out", args.out])
-
-
-def _common(parser: argparse.ArgumentParser, per_class: int, batch_size: int) -> None:
-    parser.add_argument("--checkpoint", help="pipeline folder or hub id (default: the shipped demo model)")
-    parser.add_argument(
-        "--classes", nargs="+", action="extend", help="class ids or names (default: every class)"
-    )
-    parser.add_argument("--per-class", type=int, default=per_class, help="images per class")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help="images per batch (bounds memory)")
-    add_generation_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("layout", cmd_layout, "layout control: keep a reference's first codes"),
     ):
         p = sub.add_parser(name, help=help_text)
-        _common(p, per_class=4 if name == "sample" else 1, batch_size=32)
+        add_run_arguments(p, per_class=4 if name == "sample" else 1, batch_size=32)
         p.add_argument("--out", default="outputs", help="output folder")
         p.set_defaults(func=func)
         if name == "layout":
@@ -251,22 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("convert", help="convert the released official D-AR weights")
     ).set_defaults(func=cmd_convert)
     p = sub.add_parser("eval", help="class-balanced samples → FID/IS/KID/precision/recall (+ class accuracy)")
-    _common(p, per_class=100, batch_size=100)
-    p.add_argument(
-        "--samples", help="evaluate these images instead: an npz, an image folder, or 'demo-train'"
-    )
-    p.add_argument(
-        "--reconstruction", action="store_true", help="measure the tokenizer on the reference images"
-    )
-    p.add_argument(
-        "--levels", action="store_true", help="DART: held-out x0-MSE of every level on the reference"
-    )
-    add_judge_arguments(p)
-    p.add_argument("--save-png", help="also write the samples as PNG files into this (empty) folder")
-    p.add_argument("--save-npz", help="also write the samples as an ADM-compatible .npz file")
-    p.add_argument("--overwrite", action="store_true", help="delete the images already in --save-png first")
-    p.add_argument("--out", default="outputs/eval.json", help="JSON file of the results")
+    add_run_arguments(p, per_class=100, batch_size=100)
+    add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("export-gguf", help="write the D-AR prior as a GGUF file for llama.cpp (serve extra)")
+    p.add_argument("--checkpoint", help="pipeline or ar_model folder (default: the shipped demo model)")
+    p.add_argument("--out", required=True, help="the .gguf file to write")
+    p.add_argument(
+        "--dtype", choices=("f32", "f16", "q8_0"), default="f32", help="matrix storage (default f32)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_export_gguf)
     p = sub.add_parser("bench", help="run the benchmarks (same as `make bench`)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="bench/results.json")

@@ -13,18 +13,17 @@ estimate is yielded before group *k + 1* is sampled. Both draw the decoder's ini
 before any code is sampled, so for the same generator the last streamed image equals ``pipe(...)``'s image.
 
 Loading: ``DARPipeline.from_pretrained(folder)`` loads both components strictly (every weight accounted for).
-``diffusers.DiffusionPipeline.from_pretrained`` cannot find this class by itself; use this class, or
-:func:`load_pipeline`, which also opens DART folders.
+``diffusers.DiffusionPipeline.from_pretrained(folder, custom_pipeline="<path to dar/pipeline.py>",
+trust_remote_code=True)`` works too, but loads the AR model through transformers' non-strict loader;
+:func:`dar.loading.load_pipeline` also opens DART folders.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +31,9 @@ from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from transformers import LlamaForCausalLM
 
+from dar.engines import build_engine
 from dar.inputs import GenerationRequest, check_noise, int_in_range, reference_tensor
+from dar.loading import check_model_index
 from llama_ar import SamplingOptions, VocabLayout, iter_code_groups, load_ar_model
 from tokenizer import DARTokenizer
 from tokenizer.checkpoint import resolve_folder
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 OUTPUT_TYPES = ("pil", "np", "pt")
 StepCallback = Callable[[Any, int, float, dict[str, torch.Tensor]], Any]
 
-__all__ = ["DARPipeline", "StreamStep", "load_pipeline"]
+__all__ = ["DARPipeline", "StreamStep"]
 
 
 @dataclass
@@ -72,6 +73,9 @@ class DARPipeline(DiffusionPipeline):
     Args:
         tokenizer: the sequential diffusion tokenizer (codes → pixels).
         ar_model: a stock ``LlamaForCausalLM`` whose config carries the vocabulary layout (and class names).
+        engine: what samples the codes: None / ``"transformers"`` (``ar_model`` itself), ``"llamacpp"`` (an f32
+            GGUF of it, through llama.cpp; the ``serve`` extra) or a ``llama_ar.LlamaCppPrior`` (see
+            :mod:`dar.engines`). llama.cpp needs CPU generators.
 
     ``enable_model_cpu_offload()`` works: the tokenizer's verbs carry ``apply_forward_hook`` and the AR model is
     called through its ``forward``, so each model is moved to the accelerator when it runs.
@@ -79,7 +83,7 @@ class DARPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "ar_model->tokenizer"
 
-    def __init__(self, tokenizer: DARTokenizer, ar_model: LlamaForCausalLM):
+    def __init__(self, tokenizer: DARTokenizer, ar_model: LlamaForCausalLM, engine: Any = None):
         super().__init__()
         layout = VocabLayout.from_config(ar_model.config)
         if layout.codebook_size != tokenizer.config.codebook_size:
@@ -93,6 +97,7 @@ class DARPipeline(DiffusionPipeline):
                 f"{tokenizer.config.num_tokens}: pair models trained together."
             )
         self.register_modules(tokenizer=tokenizer, ar_model=ar_model)
+        self.engine = build_engine(engine, ar_model, tokenizer.config.codebook_size)  # None: ar_model samples
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -101,6 +106,7 @@ class DARPipeline(DiffusionPipeline):
         pretrained_model_name_or_path: str | os.PathLike,
         *,
         torch_dtype: torch.dtype | None = None,
+        engine: Any = None,
         **hub: Any,
     ) -> DARPipeline:
         """Load a pipeline folder (``model_index.json``, ``tokenizer/``, ``ar_model/``) strictly.
@@ -108,6 +114,7 @@ class DARPipeline(DiffusionPipeline):
         Args:
             pretrained_model_name_or_path: a folder written by ``save_pretrained``, or a Hub id ``owner/name``.
             torch_dtype: dtype of both models (default: as saved, float32).
+            engine: what samples the codes (see :class:`DARPipeline`).
             **hub: ``revision``, ``cache_dir``, ``local_files_only``, ``token`` (Hub ids only).
 
         Raises:
@@ -115,10 +122,10 @@ class DARPipeline(DiffusionPipeline):
             ValueError: a folder of another pipeline, damaged files, or weights that do not fit their config.
         """
         folder = resolve_folder(pretrained_model_name_or_path, "pipeline", **hub)
-        _check_index(folder, cls.__name__)
+        check_model_index(folder, cls.__name__)
         tokenizer = DARTokenizer.from_pretrained(folder / "tokenizer", torch_dtype=torch_dtype)
         ar_model = load_ar_model(folder / "ar_model", torch_dtype=torch_dtype)
-        return cls(tokenizer=tokenizer, ar_model=ar_model)
+        return cls(tokenizer=tokenizer, ar_model=ar_model, engine=engine)
 
     # ------------------------------------------------------------------ labels
     @property
@@ -252,6 +259,18 @@ class DARPipeline(DiffusionPipeline):
         return self.tokenizer.initial_noise(request.batch, request.generator)
 
     def _code_groups(self, request: GenerationRequest) -> Iterator[torch.Tensor]:
+        if (
+            self.engine is not None
+        ):  # llama.cpp: CPU in, CPU out; the tokenizer moves each group to its device
+            prefix = None if request.prefix is None else request.prefix.cpu()
+            return self.engine.iter_code_groups(
+                request.labels.cpu(),
+                request.num_tokens,
+                request.tokens_per_step,
+                options=request.options,
+                generator=request.generator,
+                prefix_codes=prefix,
+            )
         return iter_code_groups(
             self.ar_model,
             request.labels,
@@ -364,34 +383,3 @@ def _verb_arguments(verb_locals: dict[str, Any]) -> dict[str, Any]:
     """The arguments of a generation verb that ``_prepare`` validates: its locals minus the verb's own."""
     own = ("self", "batch_size", "return_dict", "callback_on_step_end", "option_fields")
     return {**{k: v for k, v in verb_locals.items() if k not in own}, **verb_locals["option_fields"]}
-
-
-def _check_index(folder: Path, class_name: str) -> dict:
-    index_file = folder / "model_index.json"
-    if not index_file.is_file():
-        raise FileNotFoundError(f"{folder} has no model_index.json: pass a folder written by save_pretrained")
-    index = json.loads(index_file.read_text())
-    found = index.get("_class_name")
-    if found != class_name:
-        raise ValueError(
-            f"{folder} holds a {found}, not a {class_name}: load it with dar.pipeline.load_pipeline"
-        )
-    return index
-
-
-def load_pipeline(path: str | os.PathLike, **kwargs: Any):
-    """Open a pipeline folder of either system: a ``DARPipeline`` or a ``dart.DARTPipeline`` (by ``model_index.json``)."""
-    folder = resolve_folder(path, "pipeline", **{k: v for k, v in kwargs.items() if k != "torch_dtype"})
-    index_file = folder / "model_index.json"
-    if not index_file.is_file():
-        raise FileNotFoundError(f"{folder} has no model_index.json: pass a folder written by save_pretrained")
-    found = json.loads(index_file.read_text()).get("_class_name")
-    if found == "DARPipeline":
-        return DARPipeline.from_pretrained(folder, torch_dtype=kwargs.get("torch_dtype"))
-    if found == "DARTPipeline":
-        from dart import DARTPipeline
-
-        return DARTPipeline.from_pretrained(folder, torch_dtype=kwargs.get("torch_dtype"))
-    raise ValueError(
-        f"{folder} holds a {found!r} pipeline; this project opens DARPipeline and DARTPipeline folders"
-    )

@@ -10,10 +10,12 @@ skips decoding the intermediate previews.
 
 from __future__ import annotations
 
+import json
 import logging
 import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -87,6 +89,17 @@ class DARTPipeline(DiffusionPipeline):
                 "this DART model works in pixel space (space='pixel'): build the pipeline without a vae."
             )
         self.register_modules(transformer=transformer, vae=vae)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' loader, after checking that a local folder holds a DARTPipeline (not a D-AR one)."""
+        index = Path(pretrained_model_name_or_path) / "model_index.json"
+        found = json.loads(index.read_text()).get("_class_name") if index.is_file() else cls.__name__
+        if found != cls.__name__:
+            raise ValueError(
+                f"{index.parent} holds a {found}, not a {cls.__name__}: load it with dar.loading.load_pipeline"
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ labels
 

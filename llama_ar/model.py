@@ -1,7 +1,9 @@
 """Building the D-AR prior as a stock ``transformers.LlamaForCausalLM`` (D-AR §3.3, "vanilla Llama").
 
 No subclass and no custom code: the saved folder loads with ``AutoModelForCausalLM.from_pretrained`` alone,
-and the vocabulary layout travels in ``config.dar_layout`` (see :mod:`llama_ar.layout`).
+the vocabulary layout travels in ``config.dar_layout`` (see :mod:`llama_ar.layout`) and the generation config
+that makes plain ``generate(class_prompt)`` sample valid codes in ``generation_config.json`` (see
+:mod:`llama_ar.generation`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import torch
 
 from .config import AR_PRESETS, ARConfig
+from .generation import build_generation_config
 from .layout import VocabLayout
 
 __all__ = ["build_ar_model"]
@@ -33,6 +36,8 @@ def build_ar_model(preset_or_config: str | ARConfig, layout: VocabLayout, **over
         A ``LlamaForCausalLM`` in fp32 on the current default device, in training mode, with the official
         init: normal(0, ``initializer_range``) linear and embedding weights, RMSNorm weights 1 and, when
         ``zero_init_head``, a zero output head. Build on the meta device with ``with torch.device("meta"):``.
+        Its ``generation_config`` (written by ``save_pretrained``) samples ``num_tokens`` codes with plain
+        ``generate`` (:func:`llama_ar.build_generation_config`).
     """
     from transformers import LlamaForCausalLM
 
@@ -50,5 +55,6 @@ def build_ar_model(preset_or_config: str | ARConfig, layout: VocabLayout, **over
     if config.zero_init_head:
         with torch.no_grad():
             model.lm_head.weight.zero_()
+    model.generation_config = build_generation_config(layout, config.num_tokens)
     logger.debug("built AR prior with %d parameters", sum(p.numel() for p in model.parameters()))
     return model

@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(cfg: argparse.Namespace) -> dict | None:
     from accelerate import Accelerator
 
-    from dar.pipeline import load_pipeline
+    from dar.loading import load_pipeline
 
     accelerator = Accelerator(cpu=multi_process_cpu_launch(), mixed_precision="no")
     check_world_size(accelerator)

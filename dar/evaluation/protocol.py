@@ -22,7 +22,7 @@ import torch
 
 from dar.evaluation import DEMO_REFERENCE, DEMO_TRAIN_SAMPLES, GENERATION_METRICS
 from dar.evaluation.features import FeatureExtractor, build_feature_extractor
-from dar.evaluation.metrics import FeatureStatistics, compute_generation_metrics, reconstruction_metrics
+from dar.evaluation.metrics import FeatureStatistics, compute_generation_metrics
 from dar.images import from_uint8, load_images, to_uint8
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,6 @@ __all__ = [
     "build_judges",
     "class_accuracy",
     "class_balanced_labels",
-    "evaluate_levels",
-    "evaluate_reconstruction",
     "evaluate_samples",
     "format_results",
     "load_reference",
@@ -335,72 +333,6 @@ def run_evaluation(
     )
     results["num_samples"] = int(images.shape[0])
     return results
-
-
-def evaluate_reconstruction(
-    tokenizer: torch.nn.Module, judges: Judges, *, batch_size: int = 100, seed: int = 0
-) -> dict:
-    """``dar eval --reconstruction``: the tokenizer encodes and decodes the reference images; PSNR, SSIM, rFID."""
-    images = judges.reference.images
-    if images is None:
-        raise ValueError("reconstruction needs reference images: a folder, an npz with arr_0, or demo-test")
-    size = tokenizer.config.image_size
-    if tuple(images.shape[-2:]) != (size, size):
-        raise ValueError(
-            f"the reference images are {tuple(images.shape[-2:])} px but the tokenizer takes {size}×{size}: pass "
-            "images at the tokenizer's resolution"
-        )
-    generator = torch.Generator(tokenizer.device).manual_seed(seed)
-    scores, reconstructions = reconstruction_metrics(
-        tokenizer,
-        from_uint8(images),
-        generator=generator,
-        feature=judges.feature,
-        batch_size=batch_size,
-        return_reconstructions=True,
-    )
-    labels = judges.reference.labels
-    if judges.classifier is not None and labels and judges.classifier.config.num_classes > max(labels):
-        names = [str(c) for c in range(judges.classifier.config.num_classes)]
-        if judges.reference.description == DEMO_TEST_DESCRIPTION:
-            from dar.demo.animal_shapes import ANIMAL_SHAPE_CLASSES as names
-        scores["class_accuracy"] = class_accuracy(judges.classifier, reconstructions, labels, names)
-    return {"reconstruction": scores, "reference": judges.reference.description}
-
-
-def evaluate_levels(pipe, judges: Judges, *, batch_size: int = 100, seed: int = 0) -> dict:
-    """DART only: the x̂₀-MSE of every noise level on the reference images (their labels where known).
-
-    Each image is noised at every level with noise drawn from one generator seeded by ``seed`` (so two models
-    see the same noisy inputs), and the model predicts x₀ from the whole trajectory as in training, without
-    class dropout. This is the held-out version of the per-level training loss, the key diagnostic of DART
-    (and of its Markovian ablation: same inputs, other mask).
-    """
-    images, labels = judges.reference.images, judges.reference.labels
-    if images is None:
-        raise ValueError("per-level losses need reference images: a folder, an npz with arr_0, or demo-test")
-    model = pipe.transformer
-    judges.check_size(model.config.image_size)
-    if labels is None:
-        labels = [model.config.num_classes - 1] * len(images)
-        logger.info("the reference has no labels: every image is scored with class %d", labels[0])
-    generator = torch.Generator(model.device).manual_seed(seed)
-    totals, count = None, 0
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            chunk = from_uint8(images[start : start + batch_size]).to(model.device)
-            samples = pipe.encode_images(chunk, generator=generator)
-            label = torch.tensor(labels[start : start + batch_size], device=model.device)
-            per_level = model.eval().training_losses(samples, label, generator, class_dropout=0.0).per_level
-            totals = per_level * len(chunk) if totals is None else totals + per_level * len(chunk)
-            count += len(chunk)
-    per_level = (totals / count).tolist()
-    return {
-        "per_level": per_level,
-        "mean": sum(per_level) / len(per_level),
-        "num_images": count,
-        "reference": judges.reference.description,
-    }
 
 
 def format_results(results: dict) -> str:

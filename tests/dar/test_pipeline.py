@@ -9,7 +9,8 @@ from tiny import CLASS_NAMES
 from transformers import AutoModelForCausalLM
 
 import dar.pipeline as pipeline_module
-from dar.pipeline import DARPipeline, StreamStep, load_pipeline
+from dar.loading import load_pipeline
+from dar.pipeline import DARPipeline, StreamStep
 from llama_ar import VocabLayout, build_ar_model
 from tokenizer import DARTokenizer
 
