@@ -11,7 +11,6 @@ tokenizer. ``views: ten_crop`` stores all ten LlamaGen crops per image (one is d
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import torch
 from dar.data.codes import INDEX_FILE, CodeShardWriter, tokenizer_fingerprint, write_codes_index
 from dar.data.images import ImageDataset, class_names_of, collate_images, load_image_dataset
 from dar.training.config import ExtractCodesConfig
-from dar.training.config_io import parse_config_args, save_config
+from dar.training.config_io import save_config
+from dar.training.recipe import recipe_main
 from dar.training.run import check_world_size, multi_process_cpu_launch
 
 logger = logging.getLogger("extract_codes")
@@ -124,9 +124,4 @@ def main(cfg: ExtractCodesConfig) -> dict:
 
 
 if __name__ == "__main__":
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
-    )
-    main(parse_config_args(ExtractCodesConfig, description="Encode a dataset into D-AR code shards."))
+    recipe_main(ExtractCodesConfig, main, "Encode a dataset into D-AR code shards.")

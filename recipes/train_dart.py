@@ -11,7 +11,6 @@ Writes ``<output_dir>/{config.yaml, checkpoints/, logs/, samples/, export/pipeli
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -19,11 +18,9 @@ import torch
 from dar.data.images import ImageDataset, class_names_of, collate_images
 from dar.images import save_grid
 from dar.training.config import DARTTrainingConfig
-from dar.training.config_io import parse_config_args, to_dict
-from dar.training.ema import build_ema
-from dar.training.loop import TrainingLoop, export_model, train
-from dar.training.optim import build_lr_scheduler, build_optimizer
-from dar.training.run import check_distributed_setup, micro_batch_size, start_run
+from dar.training.config_io import to_dict
+from dar.training.loop import export_model
+from dar.training.recipe import build_loop, finish, fit, recipe_main, setup
 
 logger = logging.getLogger("train_dart")
 
@@ -54,82 +51,41 @@ def build_model(cfg: DARTTrainingConfig, names: list[str] | None):
 
 
 def main(cfg: DARTTrainingConfig) -> dict:
-    from accelerate.utils import set_seed
-
     from dart import DARTLossModule, DARTPipeline
 
-    run = start_run(cfg, "train_dart")
-    acc = run.accelerator
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.allow_tf32
-    set_seed(cfg.train.seed)
-    check_distributed_setup(acc, cfg.ema.enabled, cfg.optim.grad_accum)
-
+    run = setup(cfg, "train_dart")
     dataset = ImageDataset.from_config(cfg.data, seed=cfg.train.seed)
     model, vae = build_model(cfg, class_names_of(dataset.dataset, cfg.data.label_column))
-    encoder = None if vae is None else DARTPipeline(transformer=model, vae=vae.to(acc.device))
-    ema = build_ema(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
+    encoder = None if vae is None else DARTPipeline(transformer=model, vae=vae.to(run.accelerator.device))
     module = DARTLossModule(model, encode=None if encoder is None else encoder.encode_images)
-    optimizer = build_optimizer(module, cfg.optim)
-    scheduler = build_lr_scheduler(optimizer, cfg.optim, cfg.train.max_steps)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=micro_batch_size(cfg.data.batch_size, acc.num_processes, cfg.optim.grad_accum),
-        shuffle=True,
-        drop_last=True,
-        num_workers=cfg.data.num_workers,
-        collate_fn=collate_images,
-    )
-    module, optimizer, loader = acc.prepare(module, optimizer, loader)
 
     def sample(step: int, path: Path) -> None:
         pipe = DARTPipeline(transformer=export_model(loop), vae=vae)
         pipe.set_progress_bar_config(disable=True)
         labels = [i % model.config.num_classes for i in range(cfg.train.num_samples)]
-        g = torch.Generator(acc.device).manual_seed(cfg.train.seed)
+        g = torch.Generator(run.accelerator.device).manual_seed(cfg.train.seed)
         images = pipe(labels, generator=g, output_type="pt", **to_dict(cfg.sample)).images
         save_grid(images * 2 - 1, path, nrow=min(10, len(labels)))
         model.train()
 
-    loop = TrainingLoop(
-        accelerator=acc,
-        module=module,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        loader=loader,
-        train=cfg.train,
-        optim=cfg.optim,
-        inputs=lambda batch: (batch["images"], batch["labels"]) if batch["images"].shape[0] else None,
-        ema=ema,
+    loop = build_loop(
+        run,
+        cfg,
+        module,
+        dataset,
         ema_source=model,
+        inputs=lambda batch: (batch["images"], batch["labels"]) if batch["images"].shape[0] else None,
         sample=sample,
+        collate_fn=collate_images,
     )
-    result = train(
-        loop, run.resume_from, "train_dart" if cfg.train.log_with != "none" else None, to_dict(cfg)
-    )
+    result = fit(run, loop, cfg)
 
     export_dir = run.output_dir / "export" / "pipeline"
-    if acc.is_main_process:
-        final = export_model(loop).eval()
-        DARTPipeline(transformer=final, vae=vae).save_pretrained(export_dir)
-        logger.info("exported %s DART weights to %s", "EMA" if ema is not None else "raw", export_dir)
-    acc.wait_for_everyone()
-    acc.end_training()
-    return {
-        "step": result.step,
-        "export_dir": str(export_dir),
-        "metrics": result.metrics,
-        "skipped_images": result.skipped_images,
-    }
+    if run.accelerator.is_main_process:
+        DARTPipeline(transformer=export_model(loop).eval(), vae=vae).save_pretrained(export_dir)
+        logger.info("exported %s DART weights to %s", "EMA" if loop.ema is not None else "raw", export_dir)
+    return finish(run, result, export_dir)
 
 
 if __name__ == "__main__":
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
-    )
-    main(
-        parse_config_args(
-            DARTTrainingConfig, description="Train DART (the Denoising Autoregressive Transformer)."
-        )
-    )
+    recipe_main(DARTTrainingConfig, main, "Train DART (the Denoising Autoregressive Transformer).")

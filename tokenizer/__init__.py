@@ -6,7 +6,7 @@ target wrapper :class:`Dinov2Target` and the sampler choice :class:`Sampler`.
 """
 
 from tokenizer.config import TOKENIZER_PRESETS, TokenizerConfig
-from tokenizer.losses import Dinov2Target, TokenizerLosses, TokenizerLossModule
+from tokenizer.losses import Dinov2Target, TokenizerLosses, TokenizerLossModule, frozen_loss_models
 from tokenizer.model import DARTokenizer
 from tokenizer.sampler import DecodeStep, Sampler
 
@@ -19,4 +19,5 @@ __all__ = [
     "TokenizerConfig",
     "TokenizerLossModule",
     "TokenizerLosses",
+    "frozen_loss_models",
 ]

@@ -133,6 +133,42 @@ class Dinov2Target(nn.Module):
         return self.model(pixel_values=x).last_hidden_state[:, self.num_prefix_tokens :]
 
 
+def frozen_loss_models(
+    tokenizer: nn.Module, *, perceptual: str = "none", repa_model: str | None = None
+) -> tuple[nn.Module | None, nn.Module | None]:
+    """The frozen networks of the optional loss terms, on the CPU: (LPIPS or None, DINOv2 REPA target or None).
+
+    Args:
+        tokenizer: the tokenizer being trained (its REPA head and grid).
+        perceptual: ``"lpips"`` (torchmetrics' VGG LPIPS; needs torchvision) or ``"none"``.
+        repa_model: a DINOv2 folder or Hub id for the REPA target, or None.
+    """
+    lpips = repa = None
+    if perceptual == "lpips":
+        try:
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+        except ImportError as err:
+            raise ImportError(
+                "loss.perceptual=lpips needs torchvision; install it or set loss.perceptual=none"
+            ) from err
+        lpips = (
+            LearnedPerceptualImagePatchSimilarity(net_type="vgg", normalize=False)
+            .eval()
+            .requires_grad_(False)
+        )
+    elif perceptual != "none":
+        raise ValueError(f"perceptual must be 'lpips' or 'none', got {perceptual!r}")
+    if repa_model is not None:
+        from transformers import AutoModel
+
+        if not tokenizer.config.has_repa_head:
+            raise ValueError(
+                "loss.repa_model is set but the tokenizer has no REPA head (set model.overrides.repa_layer)"
+            )
+        repa = Dinov2Target(AutoModel.from_pretrained(repa_model), grid=tokenizer.config.repa_grid)
+    return lpips, repa
+
+
 class TokenizerLossModule(nn.Module):
     """``DARTokenizer.training_losses`` as a module's ``forward``, so DDP / FSDP / autocast wrappers see it.
 

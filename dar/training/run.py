@@ -48,6 +48,7 @@ class Run:
     accelerator: Any
     output_dir: Path
     resume_from: Path | None
+    name: str = "run"
 
 
 def start_run(cfg: Any, name: str, kwargs_handlers: list | None = None) -> Run:
@@ -74,7 +75,7 @@ def start_run(cfg: Any, name: str, kwargs_handlers: list | None = None) -> Run:
         accelerator.device,
         accelerator.mixed_precision,
     )
-    return Run(accelerator=accelerator, output_dir=out, resume_from=resume_from)
+    return Run(accelerator=accelerator, output_dir=out, resume_from=resume_from, name=name)
 
 
 def prepare_output_dir(out: Path, train: TrainConfig, config: dict[str, Any]) -> None:
