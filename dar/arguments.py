@@ -18,9 +18,25 @@ __all__ = [
     "add_eval_arguments",
     "add_generation_arguments",
     "add_judge_arguments",
+    "add_export_arguments",
     "add_run_arguments",
+    "parse_labels",
+    "positive",
     "sampling_kwargs",
 ]
+
+
+def parse_labels(values: list[str]) -> list[int | str]:
+    """``--classes`` values (space- or comma-separated) as class ids (digits) and names (anything else)."""
+    items = [item.strip() for value in values for item in value.split(",") if item.strip()]
+    return [int(item) if item.lstrip("-").isdigit() else item for item in items]
+
+
+def positive(flag: str, value: int) -> int:
+    """``value``, or a ValueError naming ``flag`` when it is below 1."""
+    if value < 1:
+        raise ValueError(f"{flag} must be at least 1, got {value}")
+    return value
 
 
 def _on_off(value: str) -> bool:
@@ -103,3 +119,13 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="delete the images already in --save-png first"
     )
     parser.add_argument("--out", default="outputs/eval.json", help="JSON file of the results")
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """``dar export-gguf``: the AR model to export, the file, its storage type."""
+    parser.add_argument("--checkpoint", help="pipeline or ar_model folder (default: the shipped demo model)")
+    parser.add_argument("--out", required=True, help="the .gguf file to write")
+    parser.add_argument(
+        "--dtype", choices=("f32", "f16", "q8_0"), default="f32", help="matrix storage (default f32)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

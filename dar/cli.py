@@ -13,7 +13,14 @@ import os
 import sys
 from pathlib import Path
 
-from dar.arguments import add_eval_arguments, add_run_arguments, sampling_kwargs
+from dar.arguments import (
+    add_eval_arguments,
+    add_export_arguments,
+    add_run_arguments,
+    parse_labels,
+    positive,
+    sampling_kwargs,
+)
 from dar.demo import DEMO_PIPELINE, shipped
 from dar.engines import engine_of
 
@@ -21,11 +28,6 @@ logger = logging.getLogger("dar")
 
 # what the project raises with a message naming the fix (OSError covers missing, existing and unwritable paths)
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError)
-
-
-def _parse_labels(values: list[str]) -> list[int | str]:
-    items = [item.strip() for value in values for item in value.split(",") if item.strip()]
-    return [int(item) if item.lstrip("-").isdigit() else item for item in items]
 
 
 def _load_pipeline(args):
@@ -47,22 +49,10 @@ def _load_pipeline(args):
     return pipe
 
 
-def _image_size(pipe) -> int:
-    """The resolution of a pipeline's images (D-AR: its tokenizer's; DART: its model's)."""
-    component = getattr(pipe, "tokenizer", None) or pipe.transformer
-    return component.config.image_size
-
-
 def _labels_for(pipe, args) -> list[int]:
-    _positive("--per-class", args.per_class)
-    labels = _parse_labels(args.classes) if args.classes else list(range(pipe.num_classes))
+    positive("--per-class", args.per_class)
+    labels = parse_labels(args.classes) if args.classes else list(range(pipe.num_classes))
     return [i for i in pipe.check_class_labels(labels).tolist() for _ in range(args.per_class)]
-
-
-def _positive(flag: str, value: int) -> int:
-    if value < 1:
-        raise ValueError(f"{flag} must be at least 1, got {value}")
-    return value
 
 
 def _generator(pipe, seed: int):
@@ -84,7 +74,7 @@ def cmd_sample(args) -> None:
     pipe = _load_pipeline(args)
     labels = _labels_for(pipe, args)
     save_grid(
-        _generate(pipe, labels, args.seed, args, batch_size=_positive("--batch-size", args.batch_size)),
+        _generate(pipe, labels, args.seed, args, batch_size=positive("--batch-size", args.batch_size)),
         path,
         args.per_class,
     )
@@ -100,7 +90,7 @@ def cmd_stream(args) -> None:
     gif_path = prepare_output_file(Path(args.out) / "stream.gif")
     pipe = _load_pipeline(args)
     labels, generator = _labels_for(pipe, args), _generator(pipe, args.seed)
-    size, batches = _positive("--batch-size", args.batch_size), []
+    size, batches = positive("--batch-size", args.batch_size), []
     for start in range(0, len(labels), size):
         chunk = pipe.stream(
             labels[start : start + size], generator=generator, output_type="pt", **sampling_kwargs(args)
@@ -124,7 +114,7 @@ def cmd_layout(args) -> None:
     pipe = _load_pipeline(args)
     labels = _labels_for(pipe, args)
     reference = _generate(
-        pipe, pipe.check_class_labels(_parse_labels([args.reference_class])).tolist(), args.seed, args
+        pipe, pipe.check_class_labels(parse_labels([args.reference_class])).tolist(), args.seed, args
     )
     rows = [reference.expand(len(labels), -1, -1, -1)]
     rows += [
@@ -146,6 +136,7 @@ def cmd_eval(args) -> None:
 
     from dar.evaluation import diagnostics, protocol
     from dar.images import prepare_image_folder, prepare_output_file
+    from dar.loading import class_names, image_size
 
     out = prepare_output_file(args.out, ".json")  # every output is checked before minutes of sampling
     npz = prepare_output_file(args.save_npz, ".npz") if args.save_npz else None
@@ -162,36 +153,31 @@ def cmd_eval(args) -> None:
     if args.levels:
         pipe = _load_pipeline(args)
         results = diagnostics.evaluate_levels(pipe, judges, batch_size=args.batch_size, seed=args.seed)
-        text = "per-level x0-MSE (level 1 = cleanest): " + " ".join(f"{v:.4f}" for v in results["per_level"])
+        text = diagnostics.format_levels(results)
     elif args.reconstruction:
         pipe = _load_pipeline(args)
         results = diagnostics.evaluate_reconstruction(
             pipe.tokenizer, judges.to(pipe.device), batch_size=args.batch_size, seed=args.seed
         )
-        text = "\n".join(
-            f"  {k:<8} {v:10.4f}" for k, v in results["reconstruction"].items() if isinstance(v, float)
-        )
+        text = diagnostics.format_reconstruction(results)
     else:
         if args.samples:  # existing images: an npz, a folder, or the real demo-train baseline
             images, labels = protocol.load_samples(
-                args.samples, per_class=_positive("--per-class", args.per_class)
+                args.samples, per_class=positive("--per-class", args.per_class)
             )
             labels, names = labels or [], protocol.sample_names(args.samples)
         else:
             pipe = _load_pipeline(args)
-            judges.check_size(_image_size(pipe))
+            judges.check_size(image_size(pipe))
             labels = _labels_for(pipe, args)
             images = protocol.sample_images(
                 pipe,
                 labels,
-                batch_size=_positive("--batch-size", args.batch_size),
+                batch_size=positive("--batch-size", args.batch_size),
                 generator=_generator(pipe, args.seed),
                 **sampling_kwargs(args),
             )
-            names, settings["sampling"] = (
-                [pipe.id2label.get(i, str(i)) for i in range(pipe.num_classes)],
-                sampling_kwargs(args),
-            )
+            names, settings["sampling"] = class_names(pipe), sampling_kwargs(args)
             judges.to(pipe.device)
         results = protocol.run_evaluation(
             images,
@@ -255,12 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("export-gguf", help="write the D-AR prior as a GGUF file for llama.cpp (serve extra)")
-    p.add_argument("--checkpoint", help="pipeline or ar_model folder (default: the shipped demo model)")
-    p.add_argument("--out", required=True, help="the .gguf file to write")
-    p.add_argument(
-        "--dtype", choices=("f32", "f16", "q8_0"), default="f32", help="matrix storage (default f32)"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_export_arguments(p)
     p.set_defaults(func=cmd_export_gguf)
     p = sub.add_parser("bench", help="run the benchmarks (same as `make bench`)")
     p.add_argument("--quick", action="store_true")

@@ -13,7 +13,7 @@ from typing import Any
 
 from tokenizer.checkpoint import resolve_folder
 
-__all__ = ["check_model_index", "load_pipeline"]
+__all__ = ["check_model_index", "class_names", "image_size", "load_pipeline"]
 
 
 def _pipeline_class(folder: Path) -> str | None:
@@ -52,3 +52,14 @@ def load_pipeline(path: str | os.PathLike, **kwargs: Any):
     raise ValueError(
         f"{folder} holds a {found!r} pipeline; this project opens DARPipeline and DARTPipeline folders"
     )
+
+
+def image_size(pipe: Any) -> int:
+    """The resolution of a pipeline's images (D-AR: its tokenizer's; DART: its model's)."""
+    component = getattr(pipe, "tokenizer", None) or pipe.transformer
+    return component.config.image_size
+
+
+def class_names(pipe: Any) -> list[str]:
+    """The pipeline's class names in id order (the id itself where a class has no name)."""
+    return [pipe.id2label.get(i, str(i)) for i in range(pipe.num_classes)]

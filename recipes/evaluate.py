@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(cfg: argparse.Namespace) -> dict | None:
     from accelerate import Accelerator
 
-    from dar.loading import load_pipeline
+    from dar.loading import class_names, image_size, load_pipeline
 
     accelerator = Accelerator(cpu=multi_process_cpu_launch(), mixed_precision="no")
     check_world_size(accelerator)
@@ -74,7 +74,7 @@ def main(cfg: argparse.Namespace) -> dict | None:
     pipe = load_pipeline(cfg.checkpoint).to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
     if judges is not None:
-        judges.check_size((getattr(pipe, "tokenizer", None) or pipe.transformer).config.image_size)
+        judges.check_size(image_size(pipe))
     labels = protocol.class_balanced_labels(pipe.num_classes, cfg.per_class)
     start, my_labels = protocol.shard(labels, rank, world_size)
     if my_labels:
@@ -100,12 +100,11 @@ def main(cfg: argparse.Namespace) -> dict | None:
         raise RuntimeError(
             f"gathered {len(gathered)} labels out of order or incomplete; expected {len(labels)}"
         )
-    names = [pipe.id2label.get(i, str(i)) for i in range(pipe.num_classes)]
     results = protocol.run_evaluation(
         images,
         labels,
         judges,
-        class_names=names,
+        class_names=class_names(pipe),
         save_npz=out / "samples.npz",
         seed=cfg.seed,
         metrics=cfg.metrics,
@@ -125,9 +124,8 @@ def main(cfg: argparse.Namespace) -> dict | None:
 
 
 if __name__ == "__main__":
-    rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     main(parse_args())

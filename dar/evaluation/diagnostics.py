@@ -17,7 +17,7 @@ from dar.images import from_uint8
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_levels", "evaluate_reconstruction"]
+__all__ = ["evaluate_levels", "evaluate_reconstruction", "format_levels", "format_reconstruction"]
 
 
 def evaluate_reconstruction(
@@ -84,3 +84,17 @@ def evaluate_levels(pipe, judges: Judges, *, batch_size: int = 100, seed: int = 
         "num_images": count,
         "reference": judges.reference.description,
     }
+
+
+def format_reconstruction(results: dict) -> str:
+    """The scores of :func:`evaluate_reconstruction`, one per line."""
+    scores = results["reconstruction"]
+    lines = [f"  {k:<8} {v:10.4f}" for k, v in scores.items() if isinstance(v, float)]
+    if "class_accuracy" in scores:
+        lines.append(f"  {'class accuracy':<15}{scores['class_accuracy']['overall']:10.4f}")
+    return "\n".join(lines)
+
+
+def format_levels(results: dict) -> str:
+    """The per-level losses of :func:`evaluate_levels` on one line, level 1 (the cleanest) first."""
+    return "per-level x0-MSE (level 1 = cleanest): " + " ".join(f"{v:.4f}" for v in results["per_level"])
