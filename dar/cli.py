@@ -70,7 +70,7 @@ def _generate(pipe, labels: list[int], seed: int, args, **call) -> torch.Tensor:
 def cmd_sample(args) -> None:
     from dar.images import prepare_output_file, save_grid
 
-    path = prepare_output_file(Path(args.out) / "samples.png")
+    path = prepare_output_file(Path(args.out) / f"{args.prefix}samples.png")
     pipe = _load_pipeline(args)
     labels = _labels_for(pipe, args)
     save_grid(
@@ -86,8 +86,8 @@ def cmd_stream(args) -> None:
 
     from dar.images import prepare_output_file, save_gif, save_grid
 
-    strip_path = prepare_output_file(Path(args.out) / "stream_strip.png")
-    gif_path = prepare_output_file(Path(args.out) / "stream.gif")
+    strip_path = prepare_output_file(Path(args.out) / f"{args.prefix}stream_strip.png")
+    gif_path = prepare_output_file(Path(args.out) / f"{args.prefix}stream.gif")
     pipe = _load_pipeline(args)
     labels, generator = _labels_for(pipe, args), _generator(pipe, args.seed)
     size, batches = positive("--batch-size", args.batch_size), []
@@ -110,7 +110,7 @@ def cmd_layout(args) -> None:
 
     if args.reference_class is None:
         raise ValueError("dar layout needs --reference-class (a class id or name to draw the reference from)")
-    path = prepare_output_file(Path(args.out) / "layout.png")
+    path = prepare_output_file(Path(args.out) / f"{args.prefix}layout.png")
     pipe = _load_pipeline(args)
     labels = _labels_for(pipe, args)
     reference = _generate(
@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         add_run_arguments(p, per_class=4 if name == "sample" else 1, batch_size=32)
         p.add_argument("--out", default="outputs", help="output folder")
+        p.add_argument(
+            "--prefix", default="", help="prefix of the file names (e.g. dart_ -> dart_samples.png)"
+        )
         p.set_defaults(func=func)
         if name == "layout":
             p.add_argument("--reference-class", help="class of the generated reference image")

@@ -198,8 +198,10 @@ def test_the_same_commands_serve_a_dart_folder(dart_checkpoint, tmp_path, capsys
     assert Image.open(tmp_path / "samples.png").size == (2 * 10 + 2, 2 * 10 + 2)  # 8-px images
     cli.main(
         ["stream", "--checkpoint", str(dart_checkpoint), "--classes", "1", "--out", str(tmp_path), "--quiet"]
+        + ["--prefix", "dart_"]
     )
-    assert Image.open(tmp_path / "stream_strip.png").size[0] == 4 * 10 + 2  # T = 4 levels
+    assert Image.open(tmp_path / "dart_stream_strip.png").size[0] == 4 * 10 + 2  # T = 4 levels
+    assert (tmp_path / "dart_stream.gif").is_file() and not (tmp_path / "stream_strip.png").exists()
     assert "not options of a DART pipeline" in _error(
         ["sample", "--checkpoint", str(dart_checkpoint), "--top-k", "5", "--out", str(tmp_path)], capsys
     )
