@@ -254,7 +254,7 @@ def train(
     batches = iterate_batches(loop.loader, start * optim.grad_accum, acc)
     progress = tqdm(total=cfg.max_steps, initial=start, disable=not acc.is_local_main_process)
     metrics: dict[str, float] = {}
-    tick = time.perf_counter()
+    tick, cpu_tick = time.perf_counter(), time.process_time()
     for step in range(start + 1, cfg.max_steps + 1):
         sums: dict[str, torch.Tensor] = {}
         skipped = 0
@@ -288,13 +288,15 @@ def train(
         progress.update(1)
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             elapsed, tick = time.perf_counter() - tick, time.perf_counter()
+            cpu, cpu_tick = time.process_time() - cpu_tick, time.process_time()
             record = {
                 "step": step,
                 "epoch": epoch,
                 "lr": lr,
                 **metrics,
                 "skipped_images": skipped_total,
-                "seconds": elapsed,
+                "seconds": elapsed,  # wall time of this logging window
+                "cpu_seconds": cpu,  # CPU time of this process (all threads) in the window: equal-compute runs
             }
             log.log(record)
             acc.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
