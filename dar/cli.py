@@ -122,13 +122,13 @@ def cmd_layout(args) -> None:
         raise ValueError("dar layout needs --reference-class (a class id or name to draw the reference from)")
     path = prepare_output_file(Path(args.out) / "layout.png")
     pipe = _load_pipeline(args)
-    labels = _labels_for(pipe, args)
+    labels, batch_size = _labels_for(pipe, args), _positive("--batch-size", args.batch_size)
     reference = _generate(
         pipe, pipe.check_class_labels(_parse_labels([args.reference_class])).tolist(), args.seed, args
     )
     rows = [reference.expand(len(labels), -1, -1, -1)]
     rows += [
-        _generate(pipe, labels, args.seed + 1, args, layout=reference, layout_tokens=n)
+        _generate(pipe, labels, args.seed + 1, args, layout=reference, layout_tokens=n, batch_size=batch_size)
         for n in args.layout_tokens
     ]
     save_grid(torch.cat(rows), path, len(labels))

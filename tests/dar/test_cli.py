@@ -229,3 +229,27 @@ def test_eval_levels_gives_the_held_out_loss_of_every_dart_level(dart_checkpoint
     a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
     assert len(a["per_level"]) == 4 and a["num_images"] == 6 and a == {**b, "settings": a["settings"]}
     assert "per-level x0-MSE" in capsys.readouterr().out
+
+
+def _count_ar_rows(monkeypatch):
+    """Record the batch of every AR forward of the pipeline the next command loads."""
+    rows, load = [], cli._load_pipeline
+
+    def load_and_watch(args):
+        pipe = load(args)
+        pipe.ar_model.register_forward_pre_hook(
+            lambda module, a, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True
+        )
+        return pipe
+
+    monkeypatch.setattr(cli, "_load_pipeline", load_and_watch)
+    return rows
+
+
+@pytest.mark.parametrize("command", ["sample", "stream", "layout"])
+def test_batch_size_bounds_every_generating_command(command, checkpoint, tmp_path, monkeypatch):
+    rows = _count_ar_rows(monkeypatch)
+    extra = ["--reference-class", "bear", "--layout-tokens", "4"] if command == "layout" else []
+    args = [command, "--checkpoint", str(checkpoint), "--classes", "0", "1", "2", "--per-class", "2"]
+    assert cli.main([*args, "--batch-size", "2", *extra, "--out", str(tmp_path), "--quiet"]) == 0
+    assert rows and max(rows) == 4  # 2 images, conditional + null rows: never all 6 at once
