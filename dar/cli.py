@@ -59,6 +59,15 @@ def _labels_for(pipe, args) -> list[int]:
     return [i for i in pipe.check_class_labels(labels).tolist() for _ in range(args.per_class)]
 
 
+def _check_run_arguments(args) -> None:
+    """The counts and sampling options of the command line, checked before the model is loaded."""
+    from llama_ar.options import SamplingOptions
+
+    _positive("--per-class", args.per_class)
+    _positive("--batch-size", args.batch_size)
+    SamplingOptions.build(**sampling_kwargs(args))
+
+
 def _positive(flag: str, value: int) -> int:
     if value < 1:
         raise ValueError(f"{flag} must be at least 1, got {value}")
@@ -81,6 +90,7 @@ def cmd_sample(args) -> None:
     from dar.images import prepare_output_file, save_grid
 
     path = prepare_output_file(Path(args.out) / "samples.png")
+    _check_run_arguments(args)
     pipe = _load_pipeline(args)
     labels = _labels_for(pipe, args)
     save_grid(
@@ -98,6 +108,7 @@ def cmd_stream(args) -> None:
 
     strip_path = prepare_output_file(Path(args.out) / "stream_strip.png")
     gif_path = prepare_output_file(Path(args.out) / "stream.gif")
+    _check_run_arguments(args)
     pipe = _load_pipeline(args)
     labels, generator = _labels_for(pipe, args), _generator(pipe, args.seed)
     size, batches = _positive("--batch-size", args.batch_size), []
@@ -121,6 +132,7 @@ def cmd_layout(args) -> None:
     if args.reference_class is None:
         raise ValueError("dar layout needs --reference-class (a class id or name to draw the reference from)")
     path = prepare_output_file(Path(args.out) / "layout.png")
+    _check_run_arguments(args)
     pipe = _load_pipeline(args)
     labels, batch_size = _labels_for(pipe, args), _positive("--batch-size", args.batch_size)
     reference = _generate(
@@ -149,6 +161,8 @@ def cmd_eval(args) -> None:
 
     out = prepare_output_file(args.out, ".json")  # every output is checked before minutes of sampling
     npz = prepare_output_file(args.save_npz, ".npz") if args.save_npz else None
+    _check_run_arguments(args)
+    _positive("--kid-subset-size", args.kid_subset_size)
     png = prepare_image_folder(args.save_png, overwrite=args.overwrite) if args.save_png else None
     judges = protocol.build_judges(
         args.reference, args.features, inception=args.inception, classifier=args.classifier

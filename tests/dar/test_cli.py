@@ -253,3 +253,26 @@ def test_batch_size_bounds_every_generating_command(command, checkpoint, tmp_pat
     args = [command, "--checkpoint", str(checkpoint), "--classes", "0", "1", "2", "--per-class", "2"]
     assert cli.main([*args, "--batch-size", "2", *extra, "--out", str(tmp_path), "--quiet"]) == 0
     assert rows and max(rows) == 4  # 2 images, conditional + null rows: never all 6 at once
+
+
+def test_arguments_are_checked_before_the_model_is_loaded(checkpoint, tmp_path, monkeypatch, capsys):
+    def no_load(args):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli, "_load_pipeline", no_load)
+    base = ["sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]
+    assert "--per-class must be at least 1" in _error(base + ["--per-class", "0"], capsys)
+    assert "--batch-size must be at least 1" in _error(base + ["--batch-size", "0"], capsys)
+    assert "temperature must be > 0" in _error(base + ["--temperature", "0"], capsys)
+    assert "--kid-subset-size must be at least 1" in _error(
+        [
+            "eval",
+            "--checkpoint",
+            str(checkpoint),
+            "--kid-subset-size",
+            "0",
+            "--out",
+            str(tmp_path / "e.json"),
+        ],
+        capsys,
+    )
