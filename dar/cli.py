@@ -179,6 +179,11 @@ def cmd_eval(args) -> None:
         text = "per-level x0-MSE (level 1 = cleanest): " + " ".join(f"{v:.4f}" for v in results["per_level"])
     elif args.reconstruction:
         pipe = _load_pipeline(args)
+        if getattr(pipe, "tokenizer", None) is None:
+            raise ValueError(
+                f"--reconstruction measures the tokenizer of a D-AR pipeline, but {args.checkpoint} holds a "
+                f"{type(pipe).__name__}: use --levels for DART"
+            )
         results = diagnostics.evaluate_reconstruction(
             pipe.tokenizer, judges.to(pipe.device), batch_size=args.batch_size, seed=args.seed
         )

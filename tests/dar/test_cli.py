@@ -276,3 +276,11 @@ def test_arguments_are_checked_before_the_model_is_loaded(checkpoint, tmp_path, 
         ],
         capsys,
     )
+
+
+def test_eval_diagnostics_name_the_pipeline_they_need(checkpoint, dart_checkpoint, tmp_path, capsys):
+    out = ["--features", "classifier", "--out", str(tmp_path / "e.json"), "--quiet"]
+    assert "DART pipeline" in _error(["eval", "--levels", "--checkpoint", str(checkpoint), *out], capsys)
+    assert "D-AR pipeline" in _error(
+        ["eval", "--reconstruction", "--checkpoint", str(dart_checkpoint), *out], capsys
+    )
