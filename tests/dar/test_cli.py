@@ -284,3 +284,13 @@ def test_eval_diagnostics_name_the_pipeline_they_need(checkpoint, dart_checkpoin
     assert "D-AR pipeline" in _error(
         ["eval", "--reconstruction", "--checkpoint", str(dart_checkpoint), *out], capsys
     )
+
+
+def test_a_damaged_model_index_is_named(checkpoint, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(checkpoint, folder)
+    (folder / "model_index.json").write_text("{not json")
+    error = _error(["sample", "--checkpoint", str(folder), "--out", str(tmp_path)], capsys)
+    assert "model_index.json is not valid JSON" in error
