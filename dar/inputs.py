@@ -40,10 +40,12 @@ def reference_tensor(layout: Any) -> torch.Tensor:
     """
     from PIL import Image
 
+    from dar.images import to_8bit
+
     if isinstance(layout, Image.Image):
         layout = [layout]
     if isinstance(layout, (list, tuple)) and layout and all(isinstance(v, Image.Image) for v in layout):
-        layout = np.stack([np.asarray(v.convert("RGB")) for v in layout])
+        layout = np.stack([np.asarray(to_8bit(v).convert("RGB")) for v in layout])
     if isinstance(layout, np.ndarray):
         if layout.ndim in (3, 4) and layout.shape[-1] == 3 and layout.dtype == np.uint8:
             layout = np.moveaxis(layout if layout.ndim == 4 else layout[None], -1, 1)  # NHWC → NCHW
