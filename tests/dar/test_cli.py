@@ -92,7 +92,7 @@ def test_errors_name_the_fix_in_one_line(checkpoint, tmp_path, capsys):
         ["sample", "--checkpoint", "runs/not/here"], capsys
     )  # never the Hub
     hub_like = _error(
-        ["sample", "--checkpoint", "runs/not-here"], capsys
+        ["sample", "--checkpoint", "no-such-owner-x/not-here"], capsys
     )  # owner/name: tried on the Hub, offline
     assert "is not a local folder" in hub_like and "or pass a local folder" in hub_like
     assert "model_index.json" in _error(
