@@ -194,3 +194,9 @@ def test_convert_never_destroys_its_inputs_or_a_file(tmp_path):
             tmp_path / "gpt.pt", tmp_path / "gpt.pt", tmp_path / "pipeline", overwrite=True
         )
     assert (tmp_path / "pipeline").read_text() == "a file"
+
+
+def test_a_broken_tokenizer_yaml_is_named(tmp_path):
+    (tmp_path / "bad.yaml").write_text("model: [1, 2")
+    with pytest.raises(ValueError, match="bad.yaml is not valid YAML"):
+        tokenizer_config.resolve_tokenizer_config(str(tmp_path / "bad.yaml"))
