@@ -39,6 +39,10 @@ def _load_pipeline(args):
 
         quiet_diffusers(), quiet_transformers()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device} is not a torch device: pass cpu, cuda or cuda:N") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device} but no CUDA device is available: pass --device cpu")
     engine = engine_of(getattr(args, "engine", None), getattr(args, "gguf", None), device)

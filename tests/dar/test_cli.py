@@ -99,6 +99,7 @@ def test_errors_name_the_fix_in_one_line(checkpoint, tmp_path, capsys):
         ["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path)], capsys
     )
     assert "temperature must be > 0" in _error(base + ["--temperature", "0"], capsys)
+    assert "--device tpu is not a torch device: pass cpu" in _error(base + ["--device", "tpu"], capsys)
     assert "--reference-class" in _error(
         ["layout", "--checkpoint", str(checkpoint), "--out", str(tmp_path)], capsys
     )
