@@ -20,6 +20,7 @@ __all__ = [
     "add_judge_arguments",
     "add_export_arguments",
     "add_run_arguments",
+    "check_run_arguments",
     "parse_labels",
     "positive",
     "sampling_kwargs",
@@ -30,6 +31,13 @@ def parse_labels(values: list[str]) -> list[int | str]:
     """``--classes`` values (space- or comma-separated) as class ids (digits) and names (anything else)."""
     items = [item.strip() for value in values for item in value.split(",") if item.strip()]
     return [int(item) if item.lstrip("-").isdigit() else item for item in items]
+
+
+def check_run_arguments(args: argparse.Namespace) -> None:
+    """The counts and sampling options of a generating command, checked before the model is loaded."""
+    positive("--per-class", args.per_class)
+    positive("--batch-size", args.batch_size)
+    SamplingOptions.build(**sampling_kwargs(args))
 
 
 def positive(flag: str, value: int) -> int:

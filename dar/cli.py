@@ -17,6 +17,7 @@ from dar.arguments import (
     add_eval_arguments,
     add_export_arguments,
     add_run_arguments,
+    check_run_arguments,
     parse_labels,
     positive,
     sampling_kwargs,
@@ -41,6 +42,10 @@ def _load_pipeline(args):
 
         quiet_diffusers(), quiet_transformers()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device} is not a torch device: pass cpu, cuda or cuda:N") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device} but no CUDA device is available: pass --device cpu")
     engine = engine_of(getattr(args, "engine", None), getattr(args, "gguf", None), device)
@@ -71,6 +76,7 @@ def cmd_sample(args) -> None:
     from dar.images import prepare_output_file, save_grid
 
     path = prepare_output_file(Path(args.out) / f"{args.prefix}samples.png")
+    check_run_arguments(args)
     pipe = _load_pipeline(args)
     labels = _labels_for(pipe, args)
     save_grid(
@@ -88,6 +94,7 @@ def cmd_stream(args) -> None:
 
     strip_path = prepare_output_file(Path(args.out) / f"{args.prefix}stream_strip.png")
     gif_path = prepare_output_file(Path(args.out) / f"{args.prefix}stream.gif")
+    check_run_arguments(args)
     pipe = _load_pipeline(args)
     labels, generator = _labels_for(pipe, args), _generator(pipe, args.seed)
     size, batches = positive("--batch-size", args.batch_size), []
@@ -111,14 +118,15 @@ def cmd_layout(args) -> None:
     if args.reference_class is None:
         raise ValueError("dar layout needs --reference-class (a class id or name to draw the reference from)")
     path = prepare_output_file(Path(args.out) / f"{args.prefix}layout.png")
+    check_run_arguments(args)
     pipe = _load_pipeline(args)
-    labels = _labels_for(pipe, args)
+    labels, batch_size = _labels_for(pipe, args), positive("--batch-size", args.batch_size)
     reference = _generate(
         pipe, pipe.check_class_labels(parse_labels([args.reference_class])).tolist(), args.seed, args
     )
     rows = [reference.expand(len(labels), -1, -1, -1)]
     rows += [
-        _generate(pipe, labels, args.seed + 1, args, layout=reference, layout_tokens=n)
+        _generate(pipe, labels, args.seed + 1, args, layout=reference, layout_tokens=n, batch_size=batch_size)
         for n in args.layout_tokens
     ]
     save_grid(torch.cat(rows), path, len(labels))
@@ -140,6 +148,8 @@ def cmd_eval(args) -> None:
 
     out = prepare_output_file(args.out, ".json")  # every output is checked before minutes of sampling
     npz = prepare_output_file(args.save_npz, ".npz") if args.save_npz else None
+    check_run_arguments(args)
+    positive("--kid-subset-size", args.kid_subset_size)
     png = prepare_image_folder(args.save_png, overwrite=args.overwrite) if args.save_png else None
     judges = protocol.build_judges(
         args.reference, args.features, inception=args.inception, classifier=args.classifier
@@ -156,6 +166,11 @@ def cmd_eval(args) -> None:
         text = diagnostics.format_levels(results)
     elif args.reconstruction:
         pipe = _load_pipeline(args)
+        if getattr(pipe, "tokenizer", None) is None:
+            raise ValueError(
+                f"--reconstruction measures the tokenizer of a D-AR pipeline, but {args.checkpoint} holds a "
+                f"{type(pipe).__name__}: use --levels for DART"
+            )
         results = diagnostics.evaluate_reconstruction(
             pipe.tokenizer, judges.to(pipe.device), batch_size=args.batch_size, seed=args.seed
         )

@@ -12,9 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 GRID_GUTTER = 2  # white pixels between grid cells
@@ -31,6 +35,7 @@ __all__ = [
     "save_grid",
     "save_npz",
     "save_pngs",
+    "to_8bit",
     "to_uint8",
 ]
 
@@ -90,6 +95,23 @@ def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
     if pixels.dtype != torch.uint8:
         raise ValueError(f"from_uint8 expects uint8 pixels, got dtype {pixels.dtype}")
     return pixels.float() / 127.5 - 1.0
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """High-bit-depth greyscale (16-bit PNG: modes ``I;16*``, or ``I`` with values above 255) → 8-bit ``L``.
+
+    ``Image.convert("RGB")`` would clip such pixels at 255 (a 16-bit image comes out almost white); here they are
+    scaled by 255 / 65535 instead. 8-bit images are returned unchanged. Every reader of image files and PIL
+    images uses it: training data (:mod:`dar.data.images`), sample and reference folders, layout references.
+    """
+    from PIL import Image
+
+    if image.mode.startswith("I;16") or image.mode == "I":
+        array = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or array.max(initial=0) > 255:
+            array = array * (255.0 / 65535.0)
+        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
+    return image
 
 
 # --------------------------------------------------------------------------------------------- grids
@@ -254,7 +276,7 @@ def load_images(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | N
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {path}")
-        arrays = [np.asarray(Image.open(p).convert("RGB")) for p in files]
+        arrays = [np.asarray(to_8bit(Image.open(p)).convert("RGB")) for p in files]
         sizes = {a.shape for a in arrays}
         if len(sizes) > 1:
             raise ValueError(

@@ -16,7 +16,7 @@ import torch
 
 from llama_ar.options import SamplingOptions
 
-__all__ = ["GenerationRequest", "check_noise", "int_in_range", "reference_tensor"]
+__all__ = ["GenerationRequest", "check_generator", "check_noise", "int_in_range", "reference_tensor"]
 
 
 def int_in_range(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -40,10 +40,12 @@ def reference_tensor(layout: Any) -> torch.Tensor:
     """
     from PIL import Image
 
+    from dar.images import to_8bit
+
     if isinstance(layout, Image.Image):
         layout = [layout]
     if isinstance(layout, (list, tuple)) and layout and all(isinstance(v, Image.Image) for v in layout):
-        layout = np.stack([np.asarray(v.convert("RGB")) for v in layout])
+        layout = np.stack([np.asarray(to_8bit(v).convert("RGB")) for v in layout])
     if isinstance(layout, np.ndarray):
         if layout.ndim in (3, 4) and layout.shape[-1] == 3 and layout.dtype == np.uint8:
             layout = np.moveaxis(layout if layout.ndim == 4 else layout[None], -1, 1)  # NHWC → NCHW
@@ -64,6 +66,29 @@ def reference_tensor(layout: Any) -> torch.Tensor:
         f"layout must be images (B, 3, H, W; float in [-1, 1] or uint8) or codes (B, N), got a {layout.dtype} tensor "
         f"of shape {tuple(layout.shape)}."
     )
+
+
+def check_generator(generator: Any, batch: int, device: torch.device) -> None:
+    """None, one ``torch.Generator`` or a list of ``batch`` of them, on ``device``'s type; else an error saying so."""
+    if isinstance(generator, list):
+        if len(generator) != batch:
+            raise ValueError(
+                f"got {len(generator)} generators for {batch} images: pass one per image, or one"
+            )
+        if not all(isinstance(g, torch.Generator) for g in generator):
+            kinds = sorted({type(g).__name__ for g in generator})
+            raise TypeError(f"a list of generators must hold torch.Generator objects only, got {kinds}")
+    elif generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator (or a list of them), got {type(generator).__name__}: pass "
+            "torch.Generator().manual_seed(seed)"
+        )
+    for g in generator if isinstance(generator, list) else [generator]:
+        if g is not None and g.device.type != torch.device(device).type:
+            raise ValueError(
+                f"generator is on {g.device} but the pipeline runs on {device}: create it with "
+                f"torch.Generator('{torch.device(device).type}')"
+            )
 
 
 def check_noise(noise: Any, shape: tuple[int, ...]) -> torch.Tensor | None:

@@ -20,7 +20,15 @@ def _pipeline_class(folder: Path) -> str | None:
     index_file = folder / "model_index.json"
     if not index_file.is_file():
         raise FileNotFoundError(f"{folder} has no model_index.json: pass a folder written by save_pretrained")
-    return json.loads(index_file.read_text()).get("_class_name")
+    try:
+        index = json.loads(index_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{index_file} is not valid JSON ({error}): re-export the folder with save_pretrained"
+        ) from None
+    if not isinstance(index, dict):
+        raise ValueError(f"{index_file} must hold a JSON object: re-export the folder with save_pretrained")
+    return index.get("_class_name")
 
 
 def check_model_index(folder: Path, class_name: str) -> None:

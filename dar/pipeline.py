@@ -32,7 +32,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from transformers import LlamaForCausalLM
 
 from dar.engines import build_engine
-from dar.inputs import GenerationRequest, check_noise, int_in_range, reference_tensor
+from dar.inputs import GenerationRequest, check_generator, check_noise, int_in_range, reference_tensor
 from dar.loading import check_model_index
 from llama_ar import SamplingOptions, VocabLayout, iter_code_groups, load_ar_model
 from tokenizer import DARTokenizer
@@ -334,10 +334,7 @@ class DARPipeline(DiffusionPipeline):
             1,
             cfg.num_steps,
         )
-        if isinstance(generator, list) and len(generator) != len(labels):
-            raise ValueError(
-                f"got {len(generator)} generators for {len(labels)} images: pass one per image, or one"
-            )
+        check_generator(generator, len(labels), "cpu" if self.engine is not None else self._execution_device)
         noise = check_noise(noise, (len(labels), 3, cfg.image_size, cfg.image_size))
         return GenerationRequest(
             labels=labels.to(self._execution_device),

@@ -31,6 +31,8 @@ from dart.sequence import patchify, unpatchify
 
 __all__ = ["LevelStep", "guidance_scales", "iter_levels", "sample"]
 
+MAX_CFG_SCALE = 1000.0  # the bound of D-AR's SamplingOptions
+
 
 @dataclass
 class LevelStep:
@@ -79,6 +81,10 @@ def guidance_scales(
             raise ValueError(
                 f"{name} must be a finite real number, got {value!r}; for a ramp pass cfg_schedule='linear' with "
                 "cfg_scale_start and cfg_scale."
+            )
+        if not 0.0 <= value <= MAX_CFG_SCALE:
+            raise ValueError(
+                f"{name} must lie in [0, {MAX_CFG_SCALE:g}], got {value}: larger scales only overflow x̂_0."
             )
         values.append(float(value))
     if cfg_schedule == "constant":
@@ -132,6 +138,8 @@ def iter_levels(
         if not isinstance(noise, Tensor) or tuple(noise.shape) != shape:
             got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
             raise ValueError(f"noise must be a {shape} tensor (the starting level x_T), got {got}.")
+        if not noise.is_floating_point() or not torch.isfinite(noise).all():
+            raise ValueError("noise must be finite float values (it holds NaN/inf or integers).")
         x_top = noise.to(device=model.device, dtype=model.dtype)
     clip = (cfg.space == "pixel") if clip_denoised is None else bool(clip_denoised)
     rows = torch.cat([labels, torch.full_like(labels, cfg.null_class)]) if guided else labels

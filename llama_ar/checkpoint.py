@@ -18,7 +18,7 @@ import torch
 
 from .layout import VocabLayout
 
-__all__ = ["check_safetensors_file", "key_report", "load_ar_model"]
+__all__ = ["check_ar_folder", "check_safetensors_file", "key_report", "load_ar_model"]
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -70,6 +70,46 @@ def _weight_files(folder: Path) -> list[Path]:
     )
 
 
+def check_ar_folder(path: str | os.PathLike):
+    """Check, without loading a weight, that a saved AR prior's weights are exactly what its config describes.
+
+    Args:
+        path: a ``save_pretrained`` folder: ``config.json`` (carrying ``dar_layout``) and ``model.safetensors``
+            (or a sharded index).
+
+    Returns:
+        The folder's ``LlamaConfig``.
+
+    Raises:
+        FileNotFoundError: no such folder, no config or no safetensors weights.
+        ValueError: a damaged file, a config without ``dar_layout``, or missing, unexpected or misshaped weights
+            (listed, in one line).
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no AR model folder at {folder} (config.json missing): pass a save_pretrained folder"
+        )
+    found: dict[str, tuple[int, ...]] = {}
+    for file in _weight_files(folder):
+        found.update(check_safetensors_file(file))
+    config = LlamaConfig.from_pretrained(folder)
+    VocabLayout.from_config(config)  # raises when the folder is not a D-AR prior
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in LlamaForCausalLM(config).state_dict().items()}
+    if config.tie_word_embeddings and "lm_head.weight" not in found:
+        expected.pop("lm_head.weight", None)  # a tied head is the embedding; save_pretrained omits it
+    problems = key_report(expected, found)
+    if problems:
+        raise ValueError(
+            f"the weights in {folder} do not fit the Llama its config.json describes ({problems}): the folder was "
+            "written by another configuration; re-export it, or fix config.json"
+        )
+    return config
+
+
 def load_ar_model(
     path: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, **from_pretrained_kwargs: Any
 ):
@@ -87,27 +127,10 @@ def load_ar_model(
         FileNotFoundError: no such folder, no config or no safetensors weights.
         ValueError: a damaged file, a config without ``dar_layout``, or weights that do not fit the config.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     folder = Path(path).expanduser()
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"no AR model folder at {folder} (config.json missing): pass a save_pretrained folder"
-        )
-    files = _weight_files(folder)
-    found: dict[str, tuple[int, ...]] = {}
-    for file in files:
-        found.update(check_safetensors_file(file))
-    config = LlamaConfig.from_pretrained(folder)
-    VocabLayout.from_config(config)  # raises when the folder is not a D-AR prior
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in LlamaForCausalLM(config).state_dict().items()}
-    problems = key_report(expected, found)
-    if problems:
-        raise ValueError(
-            f"the weights in {folder} do not fit the Llama its config.json describes ({problems}): the folder was "
-            "written by another configuration; re-export it, or fix config.json"
-        )
+    check_ar_folder(folder)
     kwargs = dict(from_pretrained_kwargs)
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype

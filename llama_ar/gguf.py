@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .checkpoint import check_ar_folder
 from .layout import CONFIG_KEY, VocabLayout
 
 __all__ = [
@@ -136,29 +137,6 @@ def _load_state_dict(folder: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _expected_keys(num_layers: int, tied: bool) -> set[str]:
-    keys = {"model.embed_tokens.weight", "model.norm.weight"}
-    if not tied:
-        keys.add("lm_head.weight")
-    for i in range(num_layers):
-        prefix = f"model.layers.{i}."
-        keys |= {
-            prefix + name
-            for name in (
-                "input_layernorm.weight",
-                "post_attention_layernorm.weight",
-                "self_attn.q_proj.weight",
-                "self_attn.k_proj.weight",
-                "self_attn.v_proj.weight",
-                "self_attn.o_proj.weight",
-                "mlp.gate_proj.weight",
-                "mlp.up_proj.weight",
-                "mlp.down_proj.weight",
-            )
-        }
-    return keys
-
-
 def _tensor_names(num_layers: int, tied: bool) -> dict[str, str]:
     """HF key → GGUF tensor name (llama.cpp's ``llama`` arch)."""
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
@@ -207,7 +185,8 @@ def export_gguf(
 
     Raises:
         ImportError: without the ``gguf`` package (``pip install -e .[serve]``).
-        ValueError: for a config llama.cpp's ``llama`` arch cannot run, or missing / unexpected weights (listed).
+        ValueError: for a config llama.cpp's ``llama`` arch cannot run, a damaged weight file, or missing,
+            unexpected or misshaped weights (listed; the check of :func:`llama_ar.checkpoint.check_ar_folder`).
     """
     gguf = _import_gguf()
     if dtype not in GGUF_DTYPES:
@@ -240,16 +219,8 @@ def export_gguf(
     rope = config.get("rope_parameters") or {}
     rope_theta = float(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
 
+    check_ar_folder(folder)  # every weight present, of the shape the config (and so llama.cpp) is told
     tensors = _load_state_dict(folder)
-    expected = _expected_keys(num_layers, tied)
-    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-    if tied:  # a tied head may still be saved; it equals the embedding and is not exported
-        unexpected = [key for key in unexpected if key != "lm_head.weight"]
-    if missing or unexpected:
-        raise ValueError(
-            f"the weights in {folder} do not match its config ({num_layers} layers, tied head={tied}):\n"
-            f"  missing: {missing or 'none'}\n  unexpected: {unexpected or 'none'}"
-        )
 
     quant = {
         "f32": gguf.GGMLQuantizationType.F32,

@@ -104,7 +104,8 @@ def resolve_folder(
 ) -> Path:
     """A local folder for ``path_or_id``: the folder itself, or a Hub snapshot for an ``owner/name`` id.
 
-    A path that does not exist and does not look like a Hub id (``owner/name``) is an error, never a Hub lookup.
+    A path that does not exist is an error, never a Hub lookup, unless it reads as a Hub id ``owner/name`` whose
+    ``owner`` is not a local folder (``checkpoints/dar-animal`` beside ``checkpoints/`` is a local typo).
 
     Args:
         path_or_id: a local folder or a Hub repository id.
@@ -121,7 +122,8 @@ def resolve_folder(
     folder = Path(text)
     if not folder.exists():
         parts = text.split("/")
-        if folder.is_absolute() or text.startswith(".") or len(parts) != 2 or not all(parts):
+        local = len(parts) != 2 or not all(parts) or Path(parts[0]).is_dir()
+        if folder.is_absolute() or text.startswith(".") or local:
             raise FileNotFoundError(f"no {what} folder at {text}: pass a folder written by save_pretrained")
         folder = _hub_snapshot(text, what, subfolder, **hub)
     if subfolder:

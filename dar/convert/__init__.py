@@ -25,7 +25,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_convert_arguments", "convert_official", "load_strict", "read_class_names", "run_convert"]
+__all__ = [
+    "add_convert_arguments",
+    "convert_official",
+    "load_strict",
+    "read_class_names",
+    "refuse_inputs_inside",
+    "run_convert",
+]
 
 
 def load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
@@ -50,6 +57,21 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
             f"{path}: blank lines {blank[:10]} would shift the class indices; one name per line."
         )
     return [line.strip() for line in lines]
+
+
+def refuse_inputs_inside(out_dir: str | os.PathLike, inputs: Sequence[Any]) -> None:
+    """Raise ``ValueError`` when an existing input file lies inside ``out_dir``, which the conversion replaces."""
+    for source in inputs:
+        source_path = Path(source).expanduser() if source is not None else None
+        if (
+            source_path
+            and source_path.exists()
+            and source_path.resolve().is_relative_to(Path(out_dir).resolve())
+        ):
+            raise ValueError(
+                f"the input {source_path} lies inside the output folder {out_dir}, which would be replaced: "
+                "write the pipeline to another folder"
+            )
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
@@ -102,13 +124,8 @@ def convert_official(
         raise FileExistsError(
             f"{out_dir} is a file, not a folder: choose another output folder (it is never replaced)"
         )
-    for source in (tokenizer_ckpt, ar_ckpt):
-        source_path = Path(source).expanduser()
-        if source_path.exists() and source_path.resolve().is_relative_to(out_dir.resolve()):
-            raise ValueError(
-                f"the input {source_path} lies inside the output folder {out_dir}, which would be replaced: "
-                "write the pipeline to another folder"
-            )
+    config_file = tokenizer_config if isinstance(tokenizer_config, (str, os.PathLike)) else None
+    refuse_inputs_inside(out_dir, [tokenizer_ckpt, ar_ckpt, config_file])
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(
             f"{out_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it."
@@ -181,6 +198,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 def run_convert(args: argparse.Namespace) -> Path:
     """Run ``dar convert`` from parsed arguments; returns the written folder."""
+    refuse_inputs_inside(args.out, [args.class_names])  # read before the folder is replaced: keep the file
     class_names = read_class_names(args.class_names) if args.class_names else None
     return convert_official(
         args.tokenizer,

@@ -120,7 +120,11 @@ def tokenizer_config_from_official_yaml(path: str | os.PathLike) -> Any:
     import yaml
 
     with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
+        try:
+            data = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as error:
+            reason = " ".join(str(error).split())[:160]
+            raise ValueError(f"{path} is not valid YAML ({reason}): fix it, or pass a preset name") from None
     model = data.get("model", data) if isinstance(data, Mapping) else None
     if not isinstance(model, Mapping) or "diff_decoder" not in model:
         raise ValueError(

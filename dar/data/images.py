@@ -22,6 +22,7 @@ from PIL import Image
 
 from dar.data import mix_seed
 from dar.data.transforms import AUGMENTATIONS, Augmentation, augment_image, image_to_tensor, ten_crop
+from dar.images import to_8bit
 
 logger = logging.getLogger(__name__)
 
@@ -191,20 +192,6 @@ def _decode_image(value: Any) -> Image.Image:
         image = Image.fromarray(np.asarray(value, dtype=np.uint8))
     image.load()  # decode now, so that a truncated file fails here and not later
     return to_8bit(image)
-
-
-def to_8bit(image: Image.Image) -> Image.Image:
-    """High-bit-depth greyscale (16-bit PNG: modes ``I;16*``, or ``I`` with values above 255) → 8-bit ``L``.
-
-    ``Image.convert("RGB")`` would clip such pixels at 255 (a 16-bit image comes out almost white); here they are
-    scaled by 255 / 65535 instead. 8-bit images are returned unchanged.
-    """
-    if image.mode.startswith("I;16") or image.mode == "I":
-        array = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16") or array.max(initial=0) > 255:
-            array = array * (255.0 / 65535.0)
-        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
-    return image
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -59,6 +59,11 @@ def evaluate_levels(pipe, judges: Judges, *, batch_size: int = 100, seed: int = 
     class dropout. This is the held-out version of the per-level training loss, the key diagnostic of DART
     (and of its Markovian ablation: same inputs, other mask).
     """
+    if getattr(pipe, "transformer", None) is None:
+        raise ValueError(
+            f"--levels measures the noise levels of a DART pipeline, but this is a {type(pipe).__name__}: use "
+            "--reconstruction for a D-AR pipeline's tokenizer"
+        )
     images, labels = judges.reference.images, judges.reference.labels
     if images is None:
         raise ValueError("per-level losses need reference images: a folder, an npz with arr_0, or demo-test")

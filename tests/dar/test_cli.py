@@ -92,13 +92,14 @@ def test_errors_name_the_fix_in_one_line(checkpoint, tmp_path, capsys):
         ["sample", "--checkpoint", "runs/not/here"], capsys
     )  # never the Hub
     hub_like = _error(
-        ["sample", "--checkpoint", "runs/not-here"], capsys
+        ["sample", "--checkpoint", "no-such-owner-x/not-here"], capsys
     )  # owner/name: tried on the Hub, offline
     assert "is not a local folder" in hub_like and "or pass a local folder" in hub_like
     assert "model_index.json" in _error(
         ["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path)], capsys
     )
     assert "temperature must be > 0" in _error(base + ["--temperature", "0"], capsys)
+    assert "--device tpu is not a torch device: pass cpu" in _error(base + ["--device", "tpu"], capsys)
     assert "--reference-class" in _error(
         ["layout", "--checkpoint", str(checkpoint), "--out", str(tmp_path)], capsys
     )
@@ -231,3 +232,68 @@ def test_eval_levels_gives_the_held_out_loss_of_every_dart_level(dart_checkpoint
     a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
     assert len(a["per_level"]) == 4 and a["num_images"] == 6 and a == {**b, "settings": a["settings"]}
     assert "per-level x0-MSE" in capsys.readouterr().out
+
+
+def _count_ar_rows(monkeypatch):
+    """Record the batch of every AR forward of the pipeline the next command loads."""
+    rows, load = [], cli._load_pipeline
+
+    def load_and_watch(args):
+        pipe = load(args)
+        pipe.ar_model.register_forward_pre_hook(
+            lambda module, a, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True
+        )
+        return pipe
+
+    monkeypatch.setattr(cli, "_load_pipeline", load_and_watch)
+    return rows
+
+
+@pytest.mark.parametrize("command", ["sample", "stream", "layout"])
+def test_batch_size_bounds_every_generating_command(command, checkpoint, tmp_path, monkeypatch):
+    rows = _count_ar_rows(monkeypatch)
+    extra = ["--reference-class", "bear", "--layout-tokens", "4"] if command == "layout" else []
+    args = [command, "--checkpoint", str(checkpoint), "--classes", "0", "1", "2", "--per-class", "2"]
+    assert cli.main([*args, "--batch-size", "2", *extra, "--out", str(tmp_path), "--quiet"]) == 0
+    assert rows and max(rows) == 4  # 2 images, conditional + null rows: never all 6 at once
+
+
+def test_arguments_are_checked_before_the_model_is_loaded(checkpoint, tmp_path, monkeypatch, capsys):
+    def no_load(args):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli, "_load_pipeline", no_load)
+    base = ["sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]
+    assert "--per-class must be at least 1" in _error(base + ["--per-class", "0"], capsys)
+    assert "--batch-size must be at least 1" in _error(base + ["--batch-size", "0"], capsys)
+    assert "temperature must be > 0" in _error(base + ["--temperature", "0"], capsys)
+    assert "--kid-subset-size must be at least 1" in _error(
+        [
+            "eval",
+            "--checkpoint",
+            str(checkpoint),
+            "--kid-subset-size",
+            "0",
+            "--out",
+            str(tmp_path / "e.json"),
+        ],
+        capsys,
+    )
+
+
+def test_eval_diagnostics_name_the_pipeline_they_need(checkpoint, dart_checkpoint, tmp_path, capsys):
+    out = ["--features", "classifier", "--out", str(tmp_path / "e.json"), "--quiet"]
+    assert "DART pipeline" in _error(["eval", "--levels", "--checkpoint", str(checkpoint), *out], capsys)
+    assert "D-AR pipeline" in _error(
+        ["eval", "--reconstruction", "--checkpoint", str(dart_checkpoint), *out], capsys
+    )
+
+
+def test_a_damaged_model_index_is_named(checkpoint, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(checkpoint, folder)
+    (folder / "model_index.json").write_text("{not json")
+    error = _error(["sample", "--checkpoint", str(folder), "--out", str(tmp_path)], capsys)
+    assert "model_index.json is not valid JSON" in error

@@ -95,3 +95,14 @@ def test_an_image_folder_with_old_images_is_refused_or_cleared(tmp_path):
         M.prepare_image_folder(tmp_path)
     M.prepare_image_folder(tmp_path, overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]  # only images are deleted
+
+
+def test_16_bit_pngs_are_scaled_not_clipped(tmp_path):
+    """A 16-bit greyscale PNG (``--samples`` / ``--reference`` folders) reads as its 8-bit equivalent."""
+    levels = np.linspace(0, 65535, 16 * 16).reshape(16, 16).astype(np.uint16)
+    (tmp_path / "png").mkdir()
+    Image.fromarray(levels).save(tmp_path / "png" / "000000.png")
+    loaded, _ = M.load_images(tmp_path / "png")
+    expected = torch.from_numpy(np.rint(levels * (255 / 65535)).astype(np.uint8))
+    assert loaded.shape == (1, 3, 16, 16)
+    assert torch.equal(loaded[0, 0], expected) and torch.equal(loaded[0, 2], expected)  # grey → RGB

@@ -119,6 +119,15 @@ def test_invalid_inputs_name_the_fix(pipe, labels, kwargs, match):
         pipe.stream(labels, **kwargs)  # raises at call time, not at the first next()
 
 
+@pytest.mark.parametrize("generator", [5, "seed", [torch.Generator(), 5], [None, torch.Generator()]])
+def test_a_bad_generator_is_named_at_call_time(pipe, generator):
+    """Not a raw ``torch.randn() received an invalid combination of arguments``."""
+    labels = [0, 1] if isinstance(generator, list) else [0]
+    for verb in (pipe, pipe.stream):
+        with pytest.raises((TypeError, ValueError), match="generator"):
+            verb(labels, generator=generator)
+
+
 def test_save_load_round_trip(pipe, tmp_path):
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())

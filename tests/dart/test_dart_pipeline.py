@@ -116,6 +116,28 @@ def test_save_load_round_trip(pipe, tmp_path):
     torch.testing.assert_close(steps[-1].preview, b)
 
 
+def test_loading_errors_name_the_file_and_never_guess_the_hub(pipe, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for missing in ("runs/missing", "./missing", str(tmp_path / "missing")):  # local paths: no Hub lookup
+        with pytest.raises(FileNotFoundError, match="no DART pipeline folder at"):
+            DARTPipeline.from_pretrained(missing)
+    with pytest.raises(FileNotFoundError, match="not a local folder.*pass a local folder"):
+        DARTPipeline.from_pretrained("no-such-owner-x/no-such-dart")  # an owner/name id, offline
+    pipe.save_pretrained(tmp_path / "good")
+    shutil.copytree(tmp_path / "good", tmp_path / "index")
+    (tmp_path / "index" / "model_index.json").write_text("{oops")
+    with pytest.raises(ValueError, match="model_index.json is not valid JSON"):
+        DARTPipeline.from_pretrained(tmp_path / "index")
+    weights = next((tmp_path / "good" / "transformer").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"{weights.name} is damaged.*re-export"):
+        DARTPipeline.from_pretrained(tmp_path / "good")
+
+
 def test_latent_space_with_a_tiny_vae(make_model, tmp_path):
     vae = _tiny_vae()
     model = make_model(space="latent", image_size=16, in_channels=4, latent_factor=2)

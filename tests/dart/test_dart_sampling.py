@@ -113,6 +113,11 @@ def test_guidance_scales():
         guidance_scales(3, "1.1,8.0")
     with pytest.raises(ValueError, match="finite real number"):
         guidance_scales(3, float("nan"))
+    for absurd in (1e38, -1.0):  # 1e38 gave saturated (pixels) or inf/NaN (latents) images without a word
+        with pytest.raises(ValueError, match=r"cfg_scale must lie in \[0, 1000\]"):
+            guidance_scales(3, absurd)
+    with pytest.raises(ValueError, match=r"cfg_scale_start must lie in \[0, 1000\]"):
+        guidance_scales(3, 4.0, "linear", 1e38)
 
 
 def test_inputs_are_validated(make_model):
@@ -123,3 +128,6 @@ def test_inputs_are_validated(make_model):
         iter_levels(model, [])
     with pytest.raises(ValueError, match="noise must be a \\(3, 3, 8, 8\\)"):
         iter_levels(model, LABELS, noise=torch.zeros(2, 3, 8, 8))
+    for bad in (float("nan"), float("inf")):  # NaN noise gave NaN images silently
+        with pytest.raises(ValueError, match="noise must be finite"):
+            iter_levels(model, LABELS, noise=torch.full((3, 3, 8, 8), bad))

@@ -110,10 +110,30 @@ def test_export_lists_missing_and_unexpected_weights(tmp_path):
     weights = load_file(folder / "model.safetensors")
     weights["model.extra.weight"] = weights.pop("model.layers.1.mlp.up_proj.weight")
     save_file(weights, folder / "model.safetensors")
-    with pytest.raises(ValueError, match=r"missing: \['model.layers.1.mlp.up_proj.weight'\]") as error:
+    with pytest.raises(ValueError, match=r"missing \(1\): \['model.layers.1.mlp.up_proj.weight'\]") as error:
         export_gguf(folder, tmp_path / "out.gguf")
-    assert "unexpected: ['model.extra.weight']" in str(error.value)
+    assert "unexpected (1): ['model.extra.weight']" in str(error.value)
+    assert "\n" not in str(error.value)  # one line: the CLI prints it as its error
     assert not list(tmp_path.glob("out.gguf*"))  # nothing half-written
+
+
+@needs_gguf
+def test_export_refuses_misshaped_and_damaged_weights(tmp_path):
+    from llama_ar.gguf import export_gguf
+
+    folder, _ = tiny_folder(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    config["intermediate_size"] *= 2  # the weights no longer fit the config llama.cpp would be told
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"misshaped .*mlp.down_proj.weight"):
+        export_gguf(folder, tmp_path / "out.gguf")
+    config["intermediate_size"] //= 2
+    (folder / "config.json").write_text(json.dumps(config))
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"model.safetensors is damaged"):
+        export_gguf(folder, tmp_path / "out.gguf")
+    assert not list(tmp_path.glob("out.gguf*"))
 
 
 @needs_gguf

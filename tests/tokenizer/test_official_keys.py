@@ -133,7 +133,8 @@ def test_round_trip_through_the_official_layout_reproduces_the_model(tiny):
     codes = tiny.encode(images)
     assert torch.equal(rebuilt.encode(images), codes)
     noise = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(rebuilt.decode(codes, noise=noise), tiny.decode(codes, noise=noise))
+    # float outputs of a rebuilt model: the same weights, but another memory layout may pick another BLAS kernel
+    torch.testing.assert_close(rebuilt.decode(codes, noise=noise), tiny.decode(codes, noise=noise))
 
 
 def test_unnormalised_official_codebook_is_row_normalised(tiny):

@@ -194,3 +194,45 @@ def test_convert_never_destroys_its_inputs_or_a_file(tmp_path):
             tmp_path / "gpt.pt", tmp_path / "gpt.pt", tmp_path / "pipeline", overwrite=True
         )
     assert (tmp_path / "pipeline").read_text() == "a file"
+
+
+def test_convert_never_deletes_its_class_names_or_yaml_inside_the_output(tmp_path):
+    import yaml
+
+    torch.save(official_tokenizer_state_dict(SMALL_OFFICIAL_TOKENIZER), tmp_path / "tokenizer.pt")
+    torch.save(official_gpt_state_dict(), tmp_path / "gpt.pt")
+    out = tmp_path / "pipe"
+    out.mkdir()
+    (out / "small.yaml").write_text(yaml.safe_dump({"model": SMALL_OFFICIAL_TOKENIZER}))
+    (out / "names.txt").write_text("".join(f"c{i}\n" for i in range(CLASSES)))
+    parser = convert.add_convert_arguments(argparse.ArgumentParser())
+    argv = [
+        "--tokenizer",
+        str(tmp_path / "tokenizer.pt"),
+        "--ar",
+        str(tmp_path / "gpt.pt"),
+        "--out",
+        str(out),
+    ]
+    argv += ["--num-classes", str(CLASSES), "--overwrite"]
+    with pytest.raises(ValueError, match="small.yaml lies inside the output folder"):
+        convert.run_convert(parser.parse_args([*argv, "--tokenizer-config", str(out / "small.yaml")]))
+    with pytest.raises(ValueError, match="names.txt lies inside the output folder"):
+        convert.run_convert(
+            parser.parse_args(
+                [
+                    *argv,
+                    "--tokenizer-config",
+                    str(out / "small.yaml"),
+                    "--class-names",
+                    str(out / "names.txt"),
+                ]
+            )
+        )
+    assert sorted(p.name for p in out.iterdir()) == ["names.txt", "small.yaml"]
+
+
+def test_a_broken_tokenizer_yaml_is_named(tmp_path):
+    (tmp_path / "bad.yaml").write_text("model: [1, 2")
+    with pytest.raises(ValueError, match="bad.yaml is not valid YAML"):
+        tokenizer_config.resolve_tokenizer_config(str(tmp_path / "bad.yaml"))
