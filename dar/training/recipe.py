@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from dar.training.ema import build_ema
 from dar.training.loop import TrainingLoop, TrainResult, train
 from dar.training.optim import build_lr_scheduler, build_optimizer
 from dar.training.run import Run, check_distributed_setup, micro_batch_size, start_run
+
+# what the project raises with a message naming the fix (as dar.cli.USER_ERRORS, which recipes must not import)
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
 
 __all__ = ["build_loop", "finish", "fit", "gathered_weights", "recipe_main", "setup"]
 
@@ -126,10 +130,22 @@ def finish(run: Run, result: TrainResult, export_dir: Path) -> dict:
 
 
 def recipe_main(config_class: type, main: Callable[[Any], Any], description: str) -> None:
-    """A recipe's ``__main__``: INFO logs on rank 0 (warnings elsewhere), then ``main(config from argv)``."""
+    """A recipe's ``__main__``: INFO logs on rank 0 (warnings elsewhere), then ``main(config from argv)``.
+
+    The errors the project raises to name a fix (a used ``output_dir``, a config value, a missing file) print one
+    line and exit with status 2, as the ``dar`` command does; ``DAR_TRACEBACK=1`` shows the traceback. A
+    non-finite loss or gradient is not one of them (it raises ``NonFiniteError``, with the traceback).
+    """
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
     )
-    main(parse_config_args(config_class, description=description))
+    cfg = parse_config_args(config_class, description=description)
+    try:
+        main(cfg)
+    except USER_ERRORS as error:  # a used output_dir, a bad config value, a missing file: one line, exit 2
+        if os.environ.get("DAR_TRACEBACK"):
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        sys.exit(2)

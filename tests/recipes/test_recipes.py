@@ -269,6 +269,28 @@ def test_a_fresh_run_never_takes_over_a_used_output_dir(tmp_path):
     assert len(starts) == 1 and starts[0]["start_step"] == 0  # the old run's log went with it
 
 
+@pytest.mark.parametrize("recipe", ["train_tokenizer", "train_llama_ar", "train_dart", "extract_codes"])
+def test_recipe_command_errors_are_one_line_naming_the_fix(recipe, tmp_path):
+    (tmp_path / "config.yaml").write_text("used: true\n")  # a used output folder
+    config = {"extract_codes": "tiny_codes", "train_llama_ar": "tiny_ar"}.get(
+        recipe, recipe.replace("train_", "tiny_")
+    )
+    done = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / f"{recipe}.py"), "--config", str(CONFIGS / f"{config}.yaml")]
+        + [
+            "--set",
+            f"train.output_dir={tmp_path}" if recipe != "extract_codes" else f"output_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "DAR_TRACEBACK": ""},
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"{recipe}.py: error: ") and str(tmp_path) in message, message
+    assert recipe == "extract_codes" or "--overwrite" in message, message
+
+
 def test_resume_never_unpickles_registered_objects(tmp_path, monkeypatch):
     module = _load_recipe("train_tokenizer")
     run = ["train.max_steps=2", "train.save_every=2", f"train.output_dir={tmp_path}"]
