@@ -46,8 +46,9 @@ def limits() -> dict[str, float]:
         onednn = 0.0
         if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
             bt = b.t().contiguous()  # linear computes x·Wᵀ: W = Bᵀ gives A·B
-            onednn = flops / _median(lambda: torch.ops.mkldnn._linear_pointwise(a, bt, None, "none", [], ""), 5)
-        del a, b, out
+            onednn = flops / _median(
+                lambda: torch.ops.mkldnn._linear_pointwise(a, bt, None, "none", [], ""), 5
+            )
         x = torch.ones(COPY_BYTES // 4)
         y, z = torch.empty_like(x), torch.empty_like(x)
         copy = 2 * COPY_BYTES / _median(lambda: y.copy_(x), 5)
@@ -67,7 +68,9 @@ def limits() -> dict[str, float]:
 def bench(quick: bool = False) -> list[dict]:
     """The limits as rows (same measurement in quick and full mode: it takes a few seconds)."""
     lim = limits()
-    threads = f"{lim['threads']} torch threads, load average {lim['load_average']:.1f} on {os.cpu_count()} CPUs"
+    threads = (
+        f"{lim['threads']} torch threads, load average {lim['load_average']:.1f} on {os.cpu_count()} CPUs"
+    )
     return [
         {
             "name": f"fp32 matmul peak {MATMUL_SIDE}² (faster of torch.mm / oneDNN)",
