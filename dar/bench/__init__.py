@@ -57,3 +57,15 @@ def ratio_of_pairs(slow: Timings, fast: Timings, cpu: bool = False) -> float:
     """Median over repeats of slow / fast, each repeat's pair taken from the same round of :func:`alternate`."""
     a, b = (slow.cpu, fast.cpu) if cpu else (slow.wall, fast.wall)
     return statistics.median(x / y for x, y in zip(a, b))
+
+
+SKIPPED: list[str] = []
+"""What this run left out and why, in order (``python -m dar.bench`` prints it after the table)."""
+
+
+def skip(part: str, what: str) -> None:
+    """Record (and log) that ``part`` skipped ``what`` (a phrase that says why)."""
+    import logging
+
+    SKIPPED.append(f"{part}: {what}")
+    logging.getLogger("dar.bench").info("%s: SKIPPED %s", part, what)

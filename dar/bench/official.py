@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from dar.bench import Timings, alternate, ratio_of_pairs
+from dar.bench import Timings, alternate, ratio_of_pairs, skip
 from dar.bench.official_stubs import load_official_modules
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,10 @@ def _bench_tokenizer(official: types.SimpleNamespace, repo: Path, quick: bool) -
         rows += _rows(f"tokenizer_v1 encode B=1 {size}px", alternate(encode, repeats), note)
         plans = [(1, 1, 1)] if quick else [(1, 2, 3), (8, 1, 1)]  # (batch, steps, repeats)
         if quick:
-            logger.info("official: quick mode skips the B=8 decode comparison (about 3 minutes on 2 cores)")
+            skip(
+                "official",
+                "tokenizer_v1 decode at B=8 in quick mode (about 2 minutes on a loaded 2-core machine)",
+            )
         for batch, steps, repeats in plans:
             codes = torch.randint(0, ours.config.codebook_size, (batch, n), generator=generator)
             torch.manual_seed(123)
@@ -180,16 +183,16 @@ def bench(quick: bool = False) -> list[dict]:
     """
     repo_env = os.environ.get(ENV_VAR)
     if not repo_env or not Path(repo_env).is_dir():
-        logger.info(
-            "official: SKIPPED (set %s to a checkout of github.com/showlab/D-AR to time ours against it)",
-            ENV_VAR,
+        skip(
+            "official",
+            f"everything: set {ENV_VAR} to a checkout of github.com/showlab/D-AR to time ours against it",
         )
         return []
     repo = Path(repo_env).resolve()
     try:
         official = load_official_modules(repo)
     except (ImportError, FileNotFoundError) as error:
-        logger.warning("official: SKIPPED, could not import the official modules (%s)", error)
+        skip("official", f"everything: could not import the official modules ({error})")
         return []
     rows = _bench_ar(official, num_tokens=32 if quick else 256, repeats=1 if quick else 3)
     rows += _bench_tokenizer(official, repo, quick)

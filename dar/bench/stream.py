@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from dar.bench import alternate
+from dar.bench import alternate, skip
 from dar.demo import DEMO_PIPELINE
 
 logger = logging.getLogger(__name__)
@@ -38,9 +38,7 @@ def _pipelines(quick: bool):
         ar = build_ar_model("demo", VocabLayout(tok.config.codebook_size, 10)).eval()
         yield "demo sizes (random init)", DARPipeline(tokenizer=tok, ar_model=ar), 4, 1 if quick else 3
     if quick:
-        logger.info(
-            "stream: quick mode skips dar-b + tokenizer_v1 (about 3 minutes on a loaded 2-core machine)"
-        )
+        skip("stream", "dar-b + tokenizer_v1 in quick mode (about 3 minutes on a loaded 2-core machine)")
         return
     tok = DARTokenizer.from_preset("tokenizer_v1").eval()
     ar = build_ar_model("dar-b", VocabLayout(tok.config.codebook_size, 1000)).eval()
