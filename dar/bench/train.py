@@ -145,7 +145,7 @@ def _recipe_rate(kind: str, file: str, cls, log_every: int, records: int, folder
 
 def bench(quick: bool = False) -> list[dict]:
     """Recipe steps/s (its own loop) vs the plain PyTorch step of the same model, per demo recipe."""
-    log_every, records = (2, 3) if quick else (3, 4)
+    log_every, records = (2, 2) if quick else (3, 4)
     rows = []
     parts = (
         ("tokenizer", "demo_tokenizer.yaml", TokenizerTrainingConfig),
