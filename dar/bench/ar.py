@@ -44,7 +44,7 @@ def step_cost(model, rows: int, num_tokens: int) -> tuple[float, float]:
 
 def bound_note(seconds_per_step: float, cost: tuple[float, float]) -> tuple[float, str]:
     """Fraction of the step's limit reached and a note saying which limit binds and how it was computed."""
-    lim = limits()
+    lim = limits(fresh=True)  # measured right after the timing it bounds
     memory_time, compute_time = cost[0] / lim["bandwidth"], cost[1] / lim["matmul_flops"]
     if memory_time >= compute_time:
         limit, name = (
