@@ -43,8 +43,11 @@ sample: $(STAMP)
 	$(VENV)/bin/dar sample --out outputs
 	$(VENV)/bin/dar stream --out outputs
 
+# BENCH_ARGS: e.g. "--quick" (<= 2 min), "--threads 1" (steadier on a machine other jobs load), "--only ar".
+# Set DAR_OFFICIAL_REPO to a showlab/D-AR checkout to time the official code in the same run.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) -m dar.bench --out bench/results.json
+	$(PY) -m dar.bench --out bench/results.json $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dar tokenizer llama_ar dart recipes tests

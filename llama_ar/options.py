@@ -60,8 +60,10 @@ class SamplingOptions:
         top_p: Nucleus sampling mass in (0, 1] (1 = off).
         cache: KV cache: ``"preallocated"`` (one buffer, attention over the filled part only; fastest on CPU),
             ``"dynamic"`` (``DynamicCache``) or ``"static"`` (``StaticCache``). All give the same codes.
-        fast_linear: Run the decode steps' small linear layers as ``(W·xᵀ)ᵀ`` (:mod:`llama_ar.kernels`); None
-            enables it for fp32 models on CPU. Outputs equal the plain path up to float summation order.
+        fast_linear: Run the model's linear layers through oneDNN, with the weights reordered once per call for
+            the decode steps' row count (:mod:`llama_ar.kernels`; one more copy of the linear weights in memory
+            while sampling); None enables it for fp32 models on CPU. Outputs equal the plain path up to float
+            summation order.
     """
 
     cfg_scale: float = 4.0

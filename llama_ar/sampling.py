@@ -124,14 +124,16 @@ def _run_in_inference_mode(
 
     Each ``next`` puts every submodule in eval mode and enables ``torch.inference_mode`` (and, with
     ``fast_linear``, :class:`llama_ar.kernels.SkinnyLinearMode`); all are undone before the group is handed
-    back, so the caller's code between groups runs with its own grad mode, module modes and kernels.
+    back, so the caller's code between groups runs with its own grad mode, module modes and kernels. One mode
+    object serves the whole call, so weights are reordered for oneDNN once, not once per group.
     """
     modes = [(module, module.training) for module in model.modules()]
+    kernels = SkinnyLinearMode() if fast_linear else None
     try:
         while True:
             model.eval()
             try:
-                with torch.inference_mode(), SkinnyLinearMode() if fast_linear else contextlib.nullcontext():
+                with torch.inference_mode(), kernels if kernels is not None else contextlib.nullcontext():
                     group = next(inner)
             except StopIteration:
                 return

@@ -39,6 +39,7 @@ from tokenizer.flow import (
     velocity_target,
 )
 from tokenizer.inputs import check_codes, check_images
+from tokenizer.kernels import linear_kernels
 from tokenizer.losses import PerceptualLoss, RepaTarget, TokenizerLosses, flow_matching_loss, repa_loss
 from tokenizer.quantizer import VectorQuantizer
 from tokenizer.sampler import DecodeStep, Sampler, sampler_step
@@ -70,6 +71,8 @@ class DARTokenizer(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
+    fast_linear = True
+    """Run ``encode`` and the decode steps' fp32 CPU linears through oneDNN (:mod:`tokenizer.kernels`)."""
 
     @register_to_config
     @_takes_config_fields
@@ -161,7 +164,8 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             (B, num_tokens) int64 codes in [0, codebook_size); code i depends only on the image and queries ≤ i.
         """
         images = self._check_images(images)
-        return self.quantizer.codes(self.encoder(images))
+        with linear_kernels(self.fast_linear, self.device):
+            return self.quantizer.codes(self.encoder(images))
 
     @apply_forward_hook
     def decode(
@@ -315,9 +319,12 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         sampler: Sampler,
     ) -> tuple[Tensor, Tensor, Tensor]:
         tps = self.config.tokens_per_step
-        cond = self.conditioning(self.quantizer.lookup(codes).to(x.dtype))[:, index * tps :]  # (B, tps, D)
         t, t_next = times[index], times[index + 1]
-        velocity = self.decoder(x, t.expand(x.shape[0]), cond).velocity
+        with linear_kernels(self.fast_linear, x.device):
+            cond = self.conditioning(self.quantizer.lookup(codes).to(x.dtype))[
+                :, index * tps :
+            ]  # (B, tps, D)
+            velocity = self.decoder(x, t.expand(x.shape[0]), cond).velocity
         preview = clean_estimate(x, velocity, t) / self.config.data_scale
         x_next = sampler_step(sampler, x, velocity, previous_velocity, t, t_next)
         return x_next, velocity, preview

@@ -1,106 +1,108 @@
-"""AR sampling speed: codes/s of ``llama_ar.sample_codes`` for ``dar-b`` with CFG on CPU, fp32 (DESIGN §9).
+"""AR sampling speed: codes/s of ``llama_ar.sample_codes`` on ``dar-b`` with CFG, fp32 on CPU, and its bound.
 
-Target: ≥ 1.5× the official ``generate`` (official GPT-B, batch 4 + CFG = 8 rows, 256 codes: 32.8 s on this
-machine class, 31 codes/s, measured separately). Weights are random (the official init: zero output head, so
-codes are drawn uniformly; timing does not depend on the values). Each figure is the median of 3 timed runs after
-a warm-up (1 run in quick mode). The fraction of peak uses ≈ 125 GFLOP/s, the fp32 matmul peak of the 2-core
-reference machine, and counts 2 FLOPs per weight per row per token plus 4·d FLOPs per cached token per layer
-per row for attention.
+Batches 1, 8 and 32 with constant CFG 4.0 (2, 16 and 64 rows per forward), 32 codes per run in full mode (16 in
+quick mode, without B=32), median of 3 runs after a warm-up (1 in quick mode), random weights (timing does not depend on the
+values). The speed against the official ``generate`` is in the ``official`` part (same process, alternating).
+
+Each decode step reads every linear weight once (decoder layers + the full-vocabulary head, fp32) and the
+KV cache of every layer (2 · rows · cached tokens · hidden · 4 bytes), and does 2 FLOPs per weight per row.
+The step's limit is the larger of bytes / bandwidth and FLOPs / matmul peak (both measured in the same run by
+the ``machine`` part); the row reports that limit over the measured time and names which one binds.
 """
 
 from __future__ import annotations
 
 import torch
 
-from dar.bench import median_seconds
+from dar.bench import median_seconds, skip
+from dar.bench.machine import limits
 
-OFFICIAL_BATCH4_SECONDS = 32.8
-OFFICIAL_BATCH4_CODES_PER_SECOND = 31.0
-PEAK_FLOPS = 125e9
-NUM_TOKENS = 256
 CFG_SCALE = 4.0
 
 
-def sampling_flops(model, rows: int, num_tokens: int) -> float:
-    """FLOPs of sampling ``num_tokens`` codes for ``rows`` rows with a KV cache (one token per forward).
+def step_cost(model, rows: int, num_tokens: int) -> tuple[float, float]:
+    """Average bytes read and FLOPs per decode step when sampling ``num_tokens`` codes for ``rows`` rows.
 
     Args:
         model: The ``LlamaForCausalLM``.
         rows: Rows per forward (2·B with CFG).
-        num_tokens: Codes sampled (forwards run).
+        num_tokens: Codes sampled (one forward each after the class-token prefill).
 
     Returns:
-        Matmul FLOPs (decoder layers + full-vocabulary head) plus attention FLOPs.
+        ``(bytes, flops)``: weights (4 bytes each, read once per step) plus the KV cache read by attention,
+        and 2·weights·rows matmul FLOPs plus 4·hidden FLOPs per cached token per layer per row.
     """
     config = model.config
     d, layers = config.hidden_size, config.num_hidden_layers
-    matmul_weights = sum(
-        p.numel() for layer in model.model.layers for p in layer.parameters() if p.dim() == 2
-    )
-    matmul_weights += model.lm_head.weight.numel()
-    per_token = 2.0 * matmul_weights * rows * num_tokens
-    cached = num_tokens * (num_tokens + 1) / 2  # keys attended over all forwards
-    attention = 4.0 * d * layers * rows * cached
-    return per_token + attention
+    weights = sum(p.numel() for layer in model.model.layers for p in layer.parameters() if p.dim() == 2)
+    weights += model.lm_head.weight.numel()
+    cached = (num_tokens + 1) / 2 + 1  # mean number of cached positions a step attends over
+    kv_bytes = 2 * rows * cached * d * 4 * layers
+    flops = 2.0 * weights * rows + 4.0 * d * layers * rows * cached
+    return 4.0 * weights + kv_bytes, flops
 
 
-def bench(
-    quick: bool = False, batch_sizes: tuple[int, ...] = (1, 4, 8, 16), cache: str = "preallocated"
-) -> list[dict]:
-    """Time ``sample_codes`` on ``dar-b`` (ImageNet layout, 256 codes, constant CFG 4.0).
+def bound_note(seconds_per_step: float, cost: tuple[float, float]) -> tuple[float, str]:
+    """Fraction of the step's limit reached and a note saying which limit binds and how it was computed."""
+    lim = limits(fresh=True)  # measured right after the timing it bounds
+    memory_time, compute_time = cost[0] / lim["bandwidth"], cost[1] / lim["matmul_flops"]
+    if memory_time >= compute_time:
+        limit, name = (
+            memory_time,
+            (
+                f"bandwidth-bound: {cost[0] / 1e6:.0f} MB weights+KV per step / {lim['bandwidth'] / 1e9:.1f} GB/s"
+            ),
+        )
+    else:
+        limit, name = (
+            compute_time,
+            (f"matmul-bound: {cost[1] / 1e9:.2f} GFLOP per step / {lim['matmul_flops'] / 1e9:.0f} GFLOP/s"),
+        )
+    return limit / seconds_per_step, name
+
+
+def bench(quick: bool = False, batch_sizes: tuple[int, ...] = (1, 8, 32)) -> list[dict]:
+    """Time ``sample_codes`` on ``dar-b`` (ImageNet layout, constant CFG 4.0) at each batch size.
 
     Args:
-        quick: One timed run after the warm-up instead of the median of three.
+        quick: One timed run of 16 codes after the warm-up instead of the median of three runs of 32; no B=32.
         batch_sizes: Images per call (CFG doubles the rows).
-        cache: KV cache kind passed to ``sample_codes``.
 
     Returns:
-        Rows ``{"name", "value", "unit", "note"[, "official"]}``: seconds per call, codes/s and the fraction of
-        the fp32 peak, per batch size.
+        Rows ``{"name", "value", "unit", "note"}``: codes/s and the fraction of the step's limit per batch size.
     """
     from llama_ar import VocabLayout, build_ar_model, sample_codes
 
-    repeats = 1 if quick else 3
+    repeats, num_tokens = (1, 16) if quick else (3, 32)
+    if quick and 32 in batch_sizes:
+        batch_sizes = tuple(b for b in batch_sizes if b != 32)
+        skip("ar", "B=32 in quick mode (the largest batch: half of this part's time)")
     torch.manual_seed(0)
     model = build_ar_model("dar-b", VocabLayout(codebook_size=16384, num_classes=1000)).eval()
 
-    def run(batch: int, seed: int, fast_linear: bool | None = None) -> None:
+    def run(batch: int, count: int) -> None:
         labels = torch.arange(batch) % 1000
-        generator = torch.Generator().manual_seed(seed)
-        sample_codes(
-            model,
-            labels,
-            NUM_TOKENS,
-            cfg_scale=CFG_SCALE,
-            generator=generator,
-            cache=cache,
-            fast_linear=fast_linear,
-        )
+        sample_codes(model, labels, count, cfg_scale=CFG_SCALE, generator=torch.Generator().manual_seed(1))
 
-    run(batch_sizes[0], 0)  # warm-up (allocator, lazy imports)
     rows: list[dict] = []
     for batch in batch_sizes:
-        seconds = median_seconds(lambda batch=batch: run(batch, 1), repeats)
-        codes_per_second = batch * NUM_TOKENS / seconds
-        peak = sampling_flops(model, 2 * batch, NUM_TOKENS) / seconds / PEAK_FLOPS
-        tag = f"dar-b sample {NUM_TOKENS} codes, B={batch} + CFG ({2 * batch} rows)"
-        note = f"median of {repeats}, fp32, {torch.get_num_threads()} threads, cache={cache}, random weights"
-        seconds_row = {"name": f"{tag} time", "value": seconds, "unit": "s", "note": note}
-        rate_row = {"name": f"{tag} codes/s", "value": codes_per_second, "unit": "codes/s", "note": note}
-        if batch == 4:
-            seconds_row["official"] = OFFICIAL_BATCH4_SECONDS
-            rate_row["official"] = OFFICIAL_BATCH4_CODES_PER_SECOND
-        peak_row = {"name": f"{tag} fraction of fp32 peak", "value": peak, "unit": "fraction", "note": note}
-        rows += [seconds_row, rate_row, peak_row]
-        if batch == 4:  # the same run with the plain F.linear kernels (llama_ar.kernels off)
-            plain = median_seconds(lambda: run(4, 1, fast_linear=False), repeats)
-            rows.append(
-                {
-                    "name": f"{tag} time, fast_linear=False",
-                    "value": plain,
-                    "unit": "s",
-                    "note": note,
-                    "official": OFFICIAL_BATCH4_SECONDS,
-                }
-            )
+        run(batch, 8)  # warm-up: allocator, lazy imports, oneDNN weight reorder for this row count
+        seconds = median_seconds(lambda batch=batch: run(batch, num_tokens), repeats)
+        fraction, limit = bound_note(seconds / num_tokens, step_cost(model, 2 * batch, num_tokens))
+        tag = f"dar-b sample, B={batch} + CFG ({2 * batch} rows), {num_tokens} codes"
+        note = f"median of {repeats}, fp32, {torch.get_num_threads()} threads, random weights"
+        rows += [
+            {
+                "name": f"{tag}: codes/s",
+                "value": batch * num_tokens / seconds,
+                "unit": "codes/s",
+                "note": note,
+            },
+            {
+                "name": f"{tag}: fraction of the step limit",
+                "value": fraction,
+                "unit": "fraction",
+                "note": limit,
+            },
+        ]
     return rows

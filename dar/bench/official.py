@@ -2,33 +2,36 @@
 
 The shared CPU's throughput varies over time, so figures of the official code quoted from another time cannot
 be compared with ours. This part builds the official modules from a checkout (``DAR_OFFICIAL_REPO``) and times
-them alternately with ours in one run; the ratio official / ours is our speed-up:
+them alternately with ours in one run (:func:`dar.bench.alternate`: the order flips every repeat); each row's
+ratio is the median over repeats of official / ours taken pair by pair (our speed-up), from wall time, with the
+same ratio from process CPU time in the note (steadier on a loaded machine):
 
-- tokenizer ``tokenizer_v1`` (official ``configs/tokenizer_v1.yaml``), B=1, 256 px: encode, and the 8-step
-  decode (official ``decode_code`` with its Adams–Bashforth-2 sampler, ours ``tok.decode``). Both models hold
-  the same (random) weights, ours converted with :func:`tokenizer.official_keys.ours_to_official`.
 - AR sampling: official GPT-B ``generate`` against :func:`llama_ar.sample_codes` on ``dar-b``, batch 4 with
-  constant CFG 4.0 (8 rows), temperature 1, no top-k / top-p, 256 codes. Random weights (timing does not depend
-  on the values).
+  constant CFG 4.0 (8 rows), temperature 1, no top-k / top-p, 256 codes (32 in quick mode), random weights.
+- tokenizer ``tokenizer_v1`` (official ``configs/tokenizer_v1.yaml``), 256 px: encode (B=1) and decode with the
+  Adams–Bashforth-2 sampler (official ``decode_code(clip_steps=k)``, ours ``tok.decode`` of the first k
+  groups), B=1 with k=2 and B=8 with k=1 (B=1, k=1 in quick mode; B=8 is skipped there). Each step costs the
+  same (one decoder forward on the whole image), so k < 8 keeps the run short without changing the ratio much.
+  Both models hold the same random weights (ours converted with
+  :func:`tokenizer.official_keys.ours_to_official`; the zero-initialised layers randomised so that the
+  velocity is not zero) and start from the same noise; the row notes the largest pixel difference.
 
-Each figure is the median of 3 timed runs after one warm-up (1 run and 64 AR codes in quick mode), fp32, under
-``torch.inference_mode()``, with torch's default thread count. The official modules import ``timm``,
-``torchvision`` and ``einops``; the stand-ins of :mod:`dar.bench.official_stubs` are used where those are
-missing. Nothing of the official code is copied here; it is imported from the checkout.
+Three repeats after a warm-up (one without warm-up in quick mode, and one for B=8), fp32, under ``torch.inference_mode()``.
+The official modules import ``timm``, ``torchvision`` and ``einops``; the stand-ins of
+:mod:`dar.bench.official_stubs` are used where those are missing. Nothing of the official code is copied here.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import statistics
-import time
 import types
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from dar.bench import Timings, alternate, ratio_of_pairs, skip
 from dar.bench.official_stubs import load_official_modules
 
 logger = logging.getLogger(__name__)
@@ -36,36 +39,35 @@ logger = logging.getLogger(__name__)
 ENV_VAR = "DAR_OFFICIAL_REPO"
 AR_BATCH = 4
 CFG_SCALE = 4.0
+PIXEL_TOLERANCE = 1e-4
 
 
-def _alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each callable, timed alternately (the order flips every repeat)."""
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            tick = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - tick)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def _rows(label: str, seconds: dict[str, float], note: str) -> list[dict]:
-    ours, official = seconds["ours"], seconds["official"]
+def _rows(label: str, timings: dict[str, Timings], note: str) -> list[dict]:
+    ours, official = timings["ours"], timings["official"]
+    cpu_ratio = ratio_of_pairs(official, ours, cpu=True)
     return [
         {
             "name": f"{label} ours",
-            "value": ours,
+            "value": ours.median,
             "unit": "s",
-            "official": official,
-            "ratio": official / ours,
-            "note": note + "; ratio = official / ours (speed-up), same run",
+            "official": official.median,
+            "ratio": ratio_of_pairs(official, ours),
+            "note": f"{note}; ratio = median of official/ours per pair (wall); CPU-time ratio {cpu_ratio:.2f}",
         },
-        {"name": f"{label} official (same run)", "value": official, "unit": "s", "note": note},
+        {"name": f"{label} official (same run)", "value": official.median, "unit": "s", "note": note},
     ]
 
 
-def _bench_tokenizer(official: types.SimpleNamespace, repo: Path, repeats: int) -> list[dict]:
+def _randomize_zero_parameters(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every all-zero parameter (zero-init output layers and adaLN) small random values."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() and not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+
+
+def _bench_tokenizer(official: types.SimpleNamespace, repo: Path, quick: bool) -> list[dict]:
     import yaml
 
     from tokenizer import DARTokenizer
@@ -75,37 +77,58 @@ def _bench_tokenizer(official: types.SimpleNamespace, repo: Path, repeats: int) 
         config = yaml.safe_load(f)["model"]  # what the official Config("configs/tokenizer_v1.yaml") holds
     theirs = official.vq_model.VQModel(config).eval()
     ours = DARTokenizer.from_preset("tokenizer_v1").eval()
-    weights = "same random weights"
-    try:
-        theirs.load_state_dict(ours_to_official(ours.state_dict(), ours.config), strict=True)
-    except (RuntimeError, KeyError, ValueError) as error:
-        weights = "different random weights"
-        logger.warning("could not give the official tokenizer our weights (%s); timing both as built", error)
-
-    size, n = ours.config.image_size, ours.config.num_tokens
+    _randomize_zero_parameters(ours)
+    theirs.load_state_dict(ours_to_official(ours.state_dict(), ours.config), strict=True)
+    size, n, tps = ours.config.image_size, ours.config.num_tokens, ours.config.tokens_per_step
     generator = torch.Generator().manual_seed(0)
-    images = torch.rand(1, 3, size, size, generator=generator) * 2 - 1
-    codes = torch.randint(0, ours.config.codebook_size, (1, n), generator=generator)
-    noise = torch.randn(1, 3, size, size, generator=generator)
-    note = (
-        f"B=1, {size}px, median of {repeats} alternating runs after a warm-up, fp32, "
-        f"{torch.get_num_threads()} threads, {weights}"
-    )
+    threads = torch.get_num_threads()
+    rows: list[dict] = []
     with torch.inference_mode():
+        images = torch.rand(1, 3, size, size, generator=generator) * 2 - 1
         encode = {"ours": lambda: ours.encode(images), "official": lambda: theirs.extract_code(images)}
-        decode = {
-            "ours": lambda: ours.decode(codes, noise=noise),
-            "official": lambda: theirs.decode_code(codes, height=size, width=size),
-        }
-        _alternate(encode, 1)  # warm-up
-        ours.decode(codes, num_steps=1, noise=noise)  # one-step warm-ups
-        theirs.decode_code(codes, height=size, width=size, clip_steps=1)
+        alternate(encode, 1)  # warm-up
         logger.info("official: timing tokenizer_v1 encode (ours vs official) ...")
-        rows = _rows("tokenizer_v1 encode B=1 256px", _alternate(encode, repeats), note)
-        logger.info("official: timing tokenizer_v1 decode (ours vs official) ...")
-        rows += _rows(
-            f"tokenizer_v1 decode B=1 256px {ours.config.num_steps}xAB2", _alternate(decode, repeats), note
-        )
+        repeats = 1 if quick else 3
+        note = f"B=1, {size}px, {repeats} alternating repeats after a warm-up, fp32, {threads} threads"
+        rows += _rows(f"tokenizer_v1 encode B=1 {size}px", alternate(encode, repeats), note)
+        plans = [(1, 1, 1)] if quick else [(1, 2, 3), (8, 1, 1)]  # (batch, steps, repeats)
+        if quick:
+            skip(
+                "official",
+                "tokenizer_v1 decode at B=8 in quick mode (about 2 minutes on a loaded 2-core machine)",
+            )
+        for batch, steps, repeats in plans:
+            codes = torch.randint(0, ours.config.codebook_size, (batch, n), generator=generator)
+            torch.manual_seed(123)
+            noise = torch.randn(batch, 3, size, size)
+            outputs: dict[str, torch.Tensor] = {}
+
+            def run_official(codes=codes, steps=steps, outputs=outputs):
+                torch.manual_seed(123)  # decode_code draws the same noise from the global RNG
+                outputs["official"] = theirs.decode_code(codes, height=size, width=size, clip_steps=steps)
+
+            def run_ours(codes=codes, steps=steps, noise=noise, outputs=outputs):
+                outputs["ours"] = ours.decode(codes[:, : steps * tps], noise=noise)
+
+            decode: dict[str, Callable[[], object]] = {"ours": run_ours, "official": run_official}
+            if batch == 1 and not quick:
+                ours.decode(codes[:, :tps], noise=noise)  # one-step warm-ups
+                theirs.decode_code(codes, height=size, width=size, clip_steps=1)
+            logger.info(
+                "official: timing tokenizer_v1 decode B=%d, %d step(s) (ours vs official) ...", batch, steps
+            )
+            timings = alternate(decode, repeats)
+            error = (outputs["ours"] - outputs["official"]).abs().max().item()
+            if not error <= PIXEL_TOLERANCE:
+                logger.warning("tokenizer_v1 decode B=%d: ours and official differ by %.3g", batch, error)
+            note = (
+                f"B={batch}, {size}px, first {steps} of {ours.config.num_steps} AB2 steps, {repeats} alternating "
+                f"repeat(s), fp32, {threads} threads, same random weights and noise: max |ours − official| = "
+                f"{error:.2g} ({'within' if error <= PIXEL_TOLERANCE else 'NOT within'} {PIXEL_TOLERANCE:g})"
+            )
+            label = f"tokenizer_v1 decode B={batch} {size}px {steps} step{'s' if steps > 1 else ''}"
+            rows += _rows(label, timings, note)
+            rows[-2]["pixel_error"] = error
     return rows
 
 
@@ -138,20 +161,20 @@ def _bench_ar(official: types.SimpleNamespace, num_tokens: int, repeats: int) ->
 
     note = (
         f"batch {AR_BATCH} + CFG {CFG_SCALE} ({2 * AR_BATCH} rows), {num_tokens} codes, random weights, "
-        f"median of {repeats} alternating runs after a warm-up, fp32, {torch.get_num_threads()} threads"
+        f"{repeats} alternating repeats after a warm-up, fp32, {torch.get_num_threads()} threads"
     )
     with torch.inference_mode():
         logger.info("official: timing AR sampling, %d codes (ours vs official) ...", num_tokens)
-        _alternate(run(16), 1)  # warm-up
-        seconds = _alternate(run(num_tokens), repeats)
-    return _rows(f"AR GPT-B/dar-b B={AR_BATCH}+CFG {num_tokens} codes", seconds, note)
+        alternate(run(16), 1)  # warm-up
+        timings = alternate(run(num_tokens), repeats)
+    return _rows(f"AR GPT-B/dar-b B={AR_BATCH}+CFG {num_tokens} codes", timings, note)
 
 
 def bench(quick: bool = False) -> list[dict]:
     """Time our tokenizer and AR sampling against the official code in this process.
 
     Args:
-        quick: one timed run (and 64 AR codes instead of 256) instead of the median of three.
+        quick: one timed repeat, 32 AR codes instead of 256, one decode step without warm-up, no B=8 decode.
 
     Returns:
         Rows ``{"name", "value", "unit", "note"}`` in seconds: for each benchmark an ``... ours`` row carrying
@@ -160,18 +183,17 @@ def bench(quick: bool = False) -> list[dict]:
     """
     repo_env = os.environ.get(ENV_VAR)
     if not repo_env or not Path(repo_env).is_dir():
-        logger.info(
-            "official benchmark skipped: set %s to a checkout of github.com/showlab/D-AR to enable it",
-            ENV_VAR,
+        skip(
+            "official",
+            f"everything: set {ENV_VAR} to a checkout of github.com/showlab/D-AR to time ours against it",
         )
         return []
     repo = Path(repo_env).resolve()
     try:
         official = load_official_modules(repo)
     except (ImportError, FileNotFoundError) as error:
-        logger.warning("official benchmark skipped: could not import the official modules (%s)", error)
+        skip("official", f"everything: could not import the official modules ({error})")
         return []
-    repeats = 1 if quick else 3
-    rows = _bench_tokenizer(official, repo, repeats)
-    rows += _bench_ar(official, num_tokens=64 if quick else 256, repeats=repeats)
+    rows = _bench_ar(official, num_tokens=32 if quick else 256, repeats=1 if quick else 3)
+    rows += _bench_tokenizer(official, repo, quick)
     return rows

@@ -117,6 +117,8 @@ class TrainConfig:
         resume: ``latest`` (newest complete checkpoint in ``output_dir``, if any) or a checkpoint directory.
         overwrite: start a fresh run in a used ``output_dir``, deleting its checkpoints, exports, logs and samples
             (without it, a fresh run refuses a non-empty ``output_dir``).
+        fast_linear: on CPU, run fp32 linears and their input gradients through oneDNN
+            (:mod:`dar.training.kernels`); a no-op elsewhere. Same results up to float summation order.
     """
 
     max_steps: int = 1000
@@ -132,6 +134,7 @@ class TrainConfig:
     allow_tf32: bool = True
     resume: str | None = None
     overwrite: bool = False
+    fast_linear: bool = True
 
     def __post_init__(self) -> None:
         if self.resume is not None and self.overwrite:

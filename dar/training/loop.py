@@ -29,6 +29,7 @@ from dar.data import mix_seed
 from dar.training.checkpoints import load_checkpoint, save_checkpoint
 from dar.training.config import OptimConfig, TrainConfig
 from dar.training.ema import ema_model_for_export, register_ema_checkpointing
+from dar.training.kernels import training_kernels
 from dar.training.run import flat_config
 
 logger = logging.getLogger(__name__)
@@ -254,6 +255,7 @@ def train(
     batches = iterate_batches(loop.loader, start * optim.grad_accum, acc)
     progress = tqdm(total=cfg.max_steps, initial=start, disable=not acc.is_local_main_process)
     metrics: dict[str, float] = {}
+    kernels = training_kernels(cfg.fast_linear, acc.device)  # re-entered every micro-step
     tick, cpu_tick = time.perf_counter(), time.process_time()
     for step in range(start + 1, cfg.max_steps + 1):
         sums: dict[str, torch.Tensor] = {}
@@ -265,7 +267,7 @@ def train(
                 cfg.seed, (step - 1) * optim.grad_accum + micro, acc.process_index, acc.device
             )
             last = micro == optim.grad_accum - 1
-            with contextlib.nullcontext() if last else acc.no_sync(loop.module):
+            with contextlib.nullcontext() if last else acc.no_sync(loop.module), kernels:
                 terms = loop.module(*args, generator)
                 acc.backward(terms["loss"] / optim.grad_accum)
             for key, value in terms.items():

@@ -157,11 +157,15 @@ def test_a_list_of_generators_makes_each_image_independent_of_the_batch(pipe):
     def generators(*seeds):
         return [torch.Generator().manual_seed(s) for s in seeds]
 
+    # Same codes and noise per image; the float pixels are equal up to fp32 rounding only, since the decoder's
+    # oneDNN kernels (DARTokenizer.fast_linear) block the products by batch size (3e-8 apart here).
     together = pipe([0, 1, 2], generator=generators(1, 2, 3), **_kwargs()).images
     alone = pipe([1], generator=generators(2), **_kwargs()).images
-    assert torch.equal(together[1:2], alone)
+    torch.testing.assert_close(together[1:2], alone)
     batched = pipe([0, 1, 2], generator=generators(1, 2, 3), batch_size=2, **_kwargs()).images
-    assert torch.equal(batched, together)
+    torch.testing.assert_close(batched, together)
+    other = pipe([0, 1, 2], generator=generators(4, 5, 6), **_kwargs()).images
+    assert (other - together).abs().amax() > 0.1  # another generator: another image
     with pytest.raises(ValueError, match="one per image"):
         pipe([0, 1], generator=generators(1), **_kwargs())
 

@@ -1,11 +1,11 @@
-"""llama_ar.kernels: the rerouted skinny linear equals F.linear, and the sampler uses it only inside its steps."""
+"""llama_ar.kernels: the rerouted linear equals F.linear, and the sampler uses it only inside its steps."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from llama_ar import iter_code_groups, sample_codes
-from llama_ar.kernels import SkinnyLinearMode, skinny_linear
+from llama_ar.kernels import _REORDERED, SkinnyLinearMode, onednn_available, onednn_linear, skinny_linear
 
 
 @pytest.mark.parametrize("shape", [(5, 12), (2, 3, 12), (12,)])
@@ -22,32 +22,51 @@ def test_skinny_linear_equals_f_linear(shape, with_bias):
         skinny_linear(torch.randn(2, 11), weight)
 
 
-class CountingMode(SkinnyLinearMode):
-    def __init__(self, max_rows=32):
-        super().__init__(max_rows)
-        self.rerouted = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is F.linear:
-            x = args[0]
-            self.rerouted += x.dtype == torch.float32 and x.numel() <= self.max_rows * x.shape[-1]
-        return super().__torch_function__(func, types, args, kwargs)
-
-
-def test_mode_reroutes_only_small_fp32_inputs_and_keeps_gradients():
+@pytest.mark.parametrize("shape", [(3, 8), (2, 3, 8), (40, 8), (8,)])
+@pytest.mark.parametrize("pack", [True, False])
+def test_mode_equals_f_linear_without_gradient(shape, pack):
+    generator = torch.Generator().manual_seed(0)
     layer = torch.nn.Linear(8, 4)
-    small, large = torch.randn(3, 8, requires_grad=True), torch.randn(40, 8)
-    with CountingMode(max_rows=4) as mode:
-        out = layer(small)
-        layer(large)  # 40 rows > 4: plain F.linear
-        layer.double()(small.detach().double())  # fp64: plain F.linear
-    assert mode.rerouted == 1
+    x = torch.randn(*shape, generator=generator)
+    expected = layer(x).detach()
+    with torch.no_grad(), SkinnyLinearMode(max_rows=4, pack_weights=pack) as mode:
+        out = layer(x)
+        again = layer(x)  # a reordered weight is reused
+        with torch.no_grad():
+            layer.weight.mul_(2.0)  # in-place change: reordered again
+        changed = layer(x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(again, expected)
+    torch.testing.assert_close(changed, F.linear(x, layer.weight.detach(), layer.bias.detach()))
+    if mode.onednn and pack and x.numel() // 8 <= 4:
+        assert layer.weight in _REORDERED
+    else:
+        assert layer.weight not in _REORDERED
+
+
+def test_mode_keeps_gradients_and_other_dtypes():
+    layer = torch.nn.Linear(8, 4)
+    small = torch.randn(3, 8, requires_grad=True)
+    with SkinnyLinearMode(max_rows=4):
+        out = layer(small)  # needs a gradient: plain F.linear
+        double = layer.double()(small.detach().double())  # fp64: plain F.linear
+    assert layer.weight not in _REORDERED
     layer.float()
     out.sum().backward()
     expected = torch.autograd.grad(F.linear(small, layer.weight, layer.bias).sum(), small)[0]
     torch.testing.assert_close(small.grad, expected)
+    assert double.dtype == torch.float64
     with pytest.raises(ValueError, match="max_rows"):
         SkinnyLinearMode(0)
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
+def test_onednn_linear_equals_f_linear():
+    generator = torch.Generator().manual_seed(0)
+    x, weight, bias = (torch.randn(*s, generator=generator) for s in ((2, 5, 12), (20, 12), (20,)))
+    torch.testing.assert_close(onednn_linear(x, weight, bias), F.linear(x, weight, bias))
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight, 10)
+    torch.testing.assert_close(onednn_linear(x, packed, bias), F.linear(x, weight, bias))
 
 
 def test_fast_linear_gives_the_codes_and_logits_of_the_plain_path(tiny_model, layout):

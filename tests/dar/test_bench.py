@@ -1,0 +1,43 @@
+"""dar.bench: the timing helpers, the FLOP counter, and the GPU script's CPU behaviour (import, skip, arguments)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dar import bench
+from dar.bench import alternate, ratio_of_pairs
+
+
+def test_alternate_flips_the_order_and_pairs_ratios():
+    calls = []
+    timings = alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert len(timings["a"].wall) == len(timings["a"].cpu) == 3
+    timings["a"].wall[:] = [2.0, 4.0, 6.0]
+    timings["b"].wall[:] = [1.0, 1.0, 6.0]
+    assert ratio_of_pairs(timings["a"], timings["b"]) == 2.0  # median of 2, 4, 1
+
+
+def test_flop_counter_counts_linears_and_attention():
+    from dar.bench.tokenizer import FlopCounter
+
+    x, w = torch.randn(2, 5, 8), torch.randn(3, 8)
+    q, k = torch.randn(1, 2, 4, 16), torch.randn(1, 2, 6, 16)
+    with FlopCounter() as counter:
+        F.linear(x, w)
+        F.scaled_dot_product_attention(q, k, k)
+    assert counter.flops == 2 * 10 * 8 * 3 + 4 * (1 * 2 * 4 * 16) * 6
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU behaviour")
+def test_gpu_part_skips_on_cpu_and_checks_its_arguments():
+    from dar.bench import gpu
+
+    assert gpu.bench(quick=True) == []
+    assert any(line.startswith("gpu: everything: no CUDA device") for line in bench.SKIPPED)
+    with pytest.raises(SystemExit):
+        gpu.main(["--batch", "0"])
+    with pytest.raises(SystemExit):
+        gpu.main([])  # no CUDA device
+    with pytest.raises(RuntimeError, match="CUDA"):
+        gpu.run_gpu(batch=1)
