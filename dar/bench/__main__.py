@@ -18,7 +18,7 @@ import resource
 import sys
 import time
 
-PARTS = ("machine", "ar", "tokenizer", "stream", "train", "official", "gpu")
+PARTS = ("machine", "ar", "tokenizer", "stream", "dart", "serve", "train", "official", "gpu")
 
 
 def _format_table(rows: list[dict]) -> str:

@@ -41,3 +41,26 @@ def test_gpu_part_skips_on_cpu_and_checks_its_arguments():
         gpu.main([])  # no CUDA device
     with pytest.raises(RuntimeError, match="CUDA"):
         gpu.run_gpu(batch=1)
+
+
+def test_dart_part_times_the_cached_sampler_against_the_reference():
+    from dar.bench import dart
+
+    rows = {row["name"]: row for row in dart.bench(quick=True)}
+    per_image = rows["DART demo, B=8+CFG: seconds per image"]
+    assert per_image["unit"] == "s/image" and 0 < per_image["value"] < 60
+    assert rows["DART demo, B=1+CFG: cached vs uncached sampler (speed-up)"]["value"] > 0
+
+
+def test_serve_part_names_what_it_skips_without_the_extra(monkeypatch):
+    import importlib.util
+
+    from dar.bench import serve
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llama_cpp" else real(name))
+    monkeypatch.delenv("DAR_OFFICIAL_REPO", raising=False)
+    bench.SKIPPED.clear()
+    assert {"sample_codes", "generate"} <= {row["name"].split(": ")[-1] for row in serve.bench(quick=True)}
+    assert any("serve extra is not installed" in line for line in bench.SKIPPED)
+    assert any("official generate" in line for line in bench.SKIPPED)
