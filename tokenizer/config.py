@@ -21,6 +21,8 @@ from typing import Any
 
 from tokenizer.sampler import Sampler
 
+CONDITION_CONTEXTS = ("group", "prefix")
+
 
 @dataclass(frozen=True)
 class TokenizerConfig:
@@ -57,6 +59,11 @@ class TokenizerConfig:
         codebook_decay: EMA decay of the codebook updates.
         kmeans_init: initialise the codebook by k-means on the first training batch.
         threshold_ema_dead_code: replace codes whose EMA cluster size falls below this (0 = off).
+        decoder_condition_context: what the decoder's cross-attention sees at step k: ``"group"`` (official:
+            the conditions of group k only) or ``"prefix"`` (the conditions of groups 0…k; still streamable,
+            since group k is finished when step k runs).
+        decoder_condition_residual: also add each block's cross-attention output to the residual stream
+            (official: it only drives the adaLN modulation).
         rotation_trick: pass gradients through the VQ with the rotation trick instead of the
             straight-through estimator (the official code uses straight-through).
     """
@@ -91,6 +98,8 @@ class TokenizerConfig:
     kmeans_init: bool = False
     threshold_ema_dead_code: float = 0.0
     rotation_trick: bool = False
+    decoder_condition_context: str = "group"
+    decoder_condition_residual: bool = False
 
     def __post_init__(self) -> None:
         if self.position_table_size is None:
@@ -144,6 +153,15 @@ class TokenizerConfig:
         if self.position_table_size < self.num_tokens:
             raise ValueError(
                 f"position_table_size={self.position_table_size} must be >= num_tokens={self.num_tokens}"
+            )
+        if self.decoder_condition_context not in CONDITION_CONTEXTS:
+            raise ValueError(
+                f"decoder_condition_context must be one of {list(CONDITION_CONTEXTS)}, "
+                f"got {self.decoder_condition_context!r}"
+            )
+        if not isinstance(self.decoder_condition_residual, bool):
+            raise ValueError(
+                f"decoder_condition_residual must be a bool, got {self.decoder_condition_residual!r}"
             )
         if self.sampler not in {s.value for s in Sampler}:
             raise ValueError(f"sampler must be one of {[s.value for s in Sampler]}, got {self.sampler!r}")

@@ -8,7 +8,8 @@ Implements the diffusion decoder of D-AR (Gao & Shou 2025) §3.1–3.2 as descri
 - every SiT block has its own time MLP, its own condition MLP, a cross-attention from the (normalised) image
   tokens, with RoPE on the queries only, to the conditions, and an ``adaLN_modulation`` applied per token to
   time embedding + cross-attention output. The cross-attention output only modulates; it is never added to
-  the residual stream. Self-attention uses 2-D RoPE over the token grid;
+  the residual stream (``decoder_condition_residual=True`` adds it, an option of ours). Self-attention uses
+  2-D RoPE over the token grid;
 - a final parameter-free LayerNorm and the zero-initialised ``conv_out`` give the velocity;
 - an optional REPA head maps the features *entering* block ``repa_layer``, average-pooled to a
   ``repa_grid × repa_grid`` grid, to the target feature width (training only).
@@ -54,8 +55,9 @@ class DecoderOutput:
 class SiTBlock(nn.Module):
     """One SiT block with per-token adaLN from (time embedding + cross-attention to the conditions)."""
 
-    def __init__(self, dim: int, head_dim: int, mlp_ratio: int = 4) -> None:
+    def __init__(self, dim: int, head_dim: int, mlp_ratio: int = 4, condition_residual: bool = False) -> None:
         super().__init__()
+        self.condition_residual = condition_residual
         self.attention = Attention(dim, head_dim)
         self.cross_attn = Attention(dim, head_dim)
         self.mlp = Mlp(dim, dim * mlp_ratio)
@@ -67,14 +69,17 @@ class SiTBlock(nn.Module):
         nn.init.zeros_(self.adaLN_modulation[-1].weight)
         nn.init.zeros_(self.adaLN_modulation[-1].bias)
 
-    def forward(self, x: Tensor, cond: Tensor, t_features: Tensor, rope: RopeTable) -> Tensor:
+    def forward(
+        self, x: Tensor, cond: Tensor, t_features: Tensor, rope: RopeTable, cond_mask: Tensor | None = None
+    ) -> Tensor:
         """Update the image tokens.
 
         Args:
             x: (B, L, dim) image tokens.
-            cond: (B, M, dim) conditions of the current group (after ``cond_mlp`` and LayerNorm).
+            cond: (B, M, dim) conditions the step sees (after ``cond_mlp`` and LayerNorm).
             t_features: (B, dim) sinusoidal features of the (shifted) time.
             rope: rotary table for the L image tokens.
+            cond_mask: optional (B, 1, 1, M) boolean "may attend" mask over the conditions.
 
         Returns:
             (B, L, dim).
@@ -82,7 +87,10 @@ class SiTBlock(nn.Module):
         t_emb = self.time_embed(t_features)[:, None]  # (B, 1, D)
         context = self.norm(self.cond_embed(cond))  # (B, M, D)
         h = self.norm(x)
-        guidance = self.cross_attn(h, context=context, rope=rope)  # (B, L, D), modulation input only
+        guidance = self.cross_attn(h, context=context, rope=rope, attn_mask=cond_mask)  # (B, L, D)
+        if self.condition_residual:
+            x = x + guidance
+            h = self.norm(x)
         shift1, scale1, gate1, shift2, scale2, gate2 = self._modulation(t_emb + guidance).chunk(6, dim=-1)
         # scale1/scale2 already include the +1 of x·(1 + scale) + shift (folded into the bias below).
         x = torch.addcmul(x, gate1, self.attention(torch.addcmul(shift1, h, scale1), rope=rope))
@@ -113,7 +121,10 @@ class PixelDecoder(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         self.blocks = nn.ModuleList(
-            [SiTBlock(dim, config.head_dim, config.mlp_ratio) for _ in range(config.num_decoder_layers)]
+            [
+                SiTBlock(dim, config.head_dim, config.mlp_ratio, config.decoder_condition_residual)
+                for _ in range(config.num_decoder_layers)
+            ]
         )
         if config.has_repa_head:
             hidden = config.repa_hidden_dim
@@ -137,14 +148,23 @@ class PixelDecoder(nn.Module):
             grid = F.avg_pool2d(grid, kernel, kernel)
         return self.repa_out(grid.flatten(2).transpose(1, 2))  # (B, repa_grid², repa_dim)
 
-    def forward(self, x_t: Tensor, t: Tensor, cond: Tensor, return_repa: bool = False) -> DecoderOutput:
+    def forward(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        cond: Tensor,
+        return_repa: bool = False,
+        cond_mask: Tensor | None = None,
+    ) -> DecoderOutput:
         """Predict the velocity.
 
         Args:
             x_t: (B, 3, H, W) float noisy sample in scaled data units; H, W multiples of the patch size.
             t: (B,) float time in [0, 1] (already shifted; 0 = noise, 1 = data).
-            cond: (B, M, condition_dim) conditions of one group.
+            cond: (B, M, condition_dim) conditions the step sees (one group, or a prefix of groups).
             return_repa: also compute the REPA head output (needs a REPA head).
+            cond_mask: optional (B, M) boolean mask of the conditions each image may attend to (training with
+                ``decoder_condition_context="prefix"``: the images of a batch are at different groups).
 
         Returns:
             :class:`DecoderOutput`.
@@ -158,11 +178,12 @@ class PixelDecoder(nn.Module):
         cond = self.norm(self.cond_mlp(cond))  # (B, M, D)
         t_features = timestep_features(t.expand(b) if t.ndim == 0 else t, self.dim).to(x_t.dtype)
         rope = self.rope(gh, gw, x_t.device)
+        attn_mask = None if cond_mask is None else cond_mask[:, None, None, :]  # (B, 1, 1, M)
         tokens = self.conv_in(patchify(x_t, self.patch_size))  # (B, L, D), L = gh·gw
         repa = None
         for index, block in enumerate(self.blocks):
             if return_repa and index == self.repa_layer:
                 repa = self._repa(tokens, gh, gw)
-            tokens = run_block(self, block, tokens, cond, t_features, rope)
+            tokens = run_block(self, block, tokens, cond, t_features, rope, attn_mask)
         velocity = unpatchify(self.conv_out(self.norm(tokens)), self.patch_size, gh, gw)  # (B, 3, H, W)
         return DecoderOutput(velocity=velocity, repa_features=repa)

@@ -321,10 +321,10 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         tps = self.config.tokens_per_step
         t, t_next = times[index], times[index + 1]
         with linear_kernels(self.fast_linear, x.device):
-            cond = self.conditioning(self.quantizer.lookup(codes).to(x.dtype))[
-                :, index * tps :
-            ]  # (B, tps, D)
-            velocity = self.decoder(x, t.expand(x.shape[0]), cond).velocity
+            cond = self.conditioning(self.quantizer.lookup(codes).to(x.dtype))
+            # The group's conditions (B, tps, D), or with the "prefix" context those of groups 0…index.
+            first = 0 if self.config.decoder_condition_context == "prefix" else index * tps
+            velocity = self.decoder(x, t.expand(x.shape[0]), cond[:, first : (index + 1) * tps]).velocity
         preview = clean_estimate(x, velocity, t) / self.config.data_scale
         x_next = sampler_step(sampler, x, velocity, previous_velocity, t, t_next)
         return x_next, velocity, preview
@@ -370,11 +370,15 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         )  # (B, N)
         quantized = self.quantizer.quantize(self.encoder(images), mask=mask)
         cond = self.conditioning(quantized.vectors.to(self.dtype))  # (B, N, D)
-        cond = cond.view(batch, cfg.num_steps, tps, -1)[torch.arange(batch, device=self.device), groups]
+        cond_mask = None
+        if cfg.decoder_condition_context == "prefix":
+            cond_mask = mask  # groups 0…g of each image; the condition network is causal
+        else:
+            cond = cond.view(batch, cfg.num_steps, tps, -1)[torch.arange(batch, device=self.device), groups]
         data = scale_images(images, cfg.data_scale)
         noise = randn_tensor(data.shape, generator=generator, device=self.device, dtype=data.dtype)
         x_t = interpolate(noise, data, s)
-        out = self.decoder(x_t, s, cond, return_repa=repa_target is not None)
+        out = self.decoder(x_t, s, cond, return_repa=repa_target is not None, cond_mask=cond_mask)
         losses = TokenizerLosses(
             flow=flow_matching_loss(out.velocity, velocity_target(noise, data), cfg.data_scale),
             vq=quantized.loss,

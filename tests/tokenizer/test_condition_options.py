@@ -1,0 +1,83 @@
+"""Tests of the decoder's condition options (ours, off by default): the "prefix" context and the residual path."""
+
+import pytest
+import torch
+from tiny import random_images, randomize_
+
+from tokenizer import DARTokenizer, TokenizerConfig
+from tokenizer.flow import group_of_u, interpolate, scale_images, shift_time
+
+
+def _tok(**options) -> DARTokenizer:
+    torch.manual_seed(0)
+    return randomize_(DARTokenizer.from_preset("tiny", **options)).eval()
+
+
+def _noise(tok, batch=2, seed=1):
+    size = tok.config.image_size
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    "options", [{"decoder_condition_context": "prefix"}, {"decoder_condition_residual": True}]
+)
+def test_options_change_the_decode_and_keep_stream_equal_to_decode(options):
+    images = random_images(2, 16, seed=0)
+    official, ours = _tok(), _tok(**options)
+    codes = ours.encode(images)
+    assert torch.equal(codes, official.encode(images))  # the encoder side is untouched
+    decoded = ours.decode(codes, noise=_noise(ours))
+    assert not torch.allclose(decoded, official.decode(codes, noise=_noise(official)))
+    tps = ours.config.tokens_per_step
+    chunks = iter(codes.split(tps, dim=1))
+    *_, last = ours.stream(chunks, num_groups=codes.shape[1] // tps, noise=_noise(ours))
+    torch.testing.assert_close(last.sample, decoded)
+
+
+def test_prefix_step_sees_earlier_groups_and_never_later_ones():
+    tok = _tok(decoder_condition_context="prefix")
+    codes, tps = tok.encode(random_images(1, 16, seed=0)), tok.config.tokens_per_step
+    cond = tok.conditioning(tok.quantizer.lookup(codes))
+    x, t = _noise(tok, batch=1), torch.full((1,), 0.5)
+    step1 = tok.decoder(x, t, cond[:, : 2 * tps]).velocity
+    other = codes.clone()
+    other[:, :tps] = (other[:, :tps] + 1) % tok.config.codebook_size  # change group 0 only
+    cond_other = tok.conditioning(tok.quantizer.lookup(other))
+    assert not torch.allclose(step1, tok.decoder(x, t, cond_other[:, : 2 * tps]).velocity)
+    # In training, the key mask hides the later groups exactly as slicing them away does.
+    mask = torch.arange(cond.shape[1])[None] < 2 * tps
+    torch.testing.assert_close(tok.decoder(x, t, cond, cond_mask=mask).velocity, step1)
+
+
+def test_prefix_training_loss_matches_a_manual_prefix_decode():
+    tok = _tok(decoder_condition_context="prefix")
+    images = random_images(2, 16, seed=3)
+    losses = tok.training_losses(images, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    u = torch.rand(2, generator=g)
+    groups, s, tps = (
+        group_of_u(u, tok.config.num_steps),
+        shift_time(u, tok.config.time_shift),
+        tok.config.tokens_per_step,
+    )
+    data = scale_images(images, tok.config.data_scale)
+    noise = torch.randn(data.shape, generator=g)
+    x_t = interpolate(noise, data, s)
+    cond = tok.conditioning(tok.quantizer.lookup(tok.encode(images)))
+    errors = []
+    for i in range(2):
+        v = tok.decoder(x_t[i : i + 1], s[i : i + 1], cond[i : i + 1, : (groups[i] + 1) * tps]).velocity
+        errors.append((v - (data[i : i + 1] - noise[i : i + 1])).pow(2).mean())
+    assert torch.equal(losses.groups, groups)
+    assert torch.isfinite(losses.total)
+    # The masked batch gives each image the loss of decoding it with its own prefix of groups.
+    torch.testing.assert_close(losses.flow, torch.stack(errors).mean() / tok.config.data_scale**2)
+
+
+def test_options_validate_and_default_to_the_official_behaviour():
+    assert TokenizerConfig().decoder_condition_context == "group"
+    assert TokenizerConfig().decoder_condition_residual is False
+    with pytest.raises(ValueError, match="decoder_condition_context must be one of"):
+        TokenizerConfig(decoder_condition_context="all")
+    with pytest.raises(ValueError, match="decoder_condition_residual must be a bool"):
+        TokenizerConfig(decoder_condition_residual=1)
