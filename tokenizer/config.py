@@ -64,6 +64,10 @@ class TokenizerConfig:
             since group k is finished when step k runs).
         decoder_condition_residual: also add each block's cross-attention output to the residual stream
             (official: it only drives the adaLN modulation).
+        regression_weight: weight of an auxiliary training term (ours; 0 = off, the official objective): a
+            deterministic decoder (``regressor``, same size as the pixel decoder, prefix context and residual
+            path, input zeros at t = 0) regresses the image from the conditions of groups 0…g, so the early
+            codes get a direct gradient to carry the coarse shape. Training only; decoding never uses it.
         rotation_trick: pass gradients through the VQ with the rotation trick instead of the
             straight-through estimator (the official code uses straight-through).
     """
@@ -100,6 +104,7 @@ class TokenizerConfig:
     rotation_trick: bool = False
     decoder_condition_context: str = "group"
     decoder_condition_residual: bool = False
+    regression_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.position_table_size is None:
@@ -163,6 +168,9 @@ class TokenizerConfig:
             raise ValueError(
                 f"decoder_condition_residual must be a bool, got {self.decoder_condition_residual!r}"
             )
+        weight = self.regression_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < float("inf"):
+            raise ValueError(f"regression_weight must be a finite number >= 0, got {weight!r}")
         if self.sampler not in {s.value for s in Sampler}:
             raise ValueError(f"sampler must be one of {[s.value for s in Sampler]}, got {self.sampler!r}")
         object.__setattr__(self, "sampler", Sampler(self.sampler).value)  # a plain str in config.json
@@ -182,6 +190,12 @@ class TokenizerConfig:
                 )
         if not 0.0 <= self.codebook_decay <= 1.0:
             raise ValueError(f"codebook_decay must be in [0, 1], got {self.codebook_decay}")
+
+    def regressor_config(self) -> TokenizerConfig:
+        """The configuration the auxiliary regressor's decoder is built from (prefix context, residual path)."""
+        return dataclasses.replace(
+            self, decoder_condition_context="prefix", decoder_condition_residual=True, repa_layer=None
+        )
 
     @property
     def tokens_per_step(self) -> int:

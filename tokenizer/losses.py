@@ -37,6 +37,8 @@ class TokenizerLosses:
         repa: scalar REPA loss (mean of 1 − cosine), or None when no REPA target was given.
         perceptual_weight: weight of ``perceptual`` in the total.
         repa_weight: weight of ``repa`` in the total.
+        regression: scalar MSE (image units) of the auxiliary regressor, or None when it is off.
+        regression_weight: its weight in the total.
         groups: (B,) int64 condition group sampled for each image.
     """
 
@@ -46,16 +48,20 @@ class TokenizerLosses:
     repa: Tensor | None = None
     perceptual_weight: float = 0.0
     repa_weight: float = 0.0
+    regression: Tensor | None = None
+    regression_weight: float = 0.0
     groups: Tensor | None = None
 
     @property
     def total(self) -> Tensor:
-        """flow + vq + perceptual_weight·perceptual + repa_weight·repa (absent terms count 0)."""
+        """flow + vq + the weighted perceptual, REPA and regression terms (absent terms count 0)."""
         total = self.flow + self.vq
         if self.perceptual is not None:
             total = total + self.perceptual_weight * self.perceptual
         if self.repa is not None:
             total = total + self.repa_weight * self.repa
+        if self.regression is not None:
+            total = total + self.regression_weight * self.regression
         return total
 
     def terms(self) -> dict[str, Tensor]:
@@ -65,6 +71,8 @@ class TokenizerLosses:
             out["perceptual"] = self.perceptual
         if self.repa is not None:
             out["repa"] = self.repa
+        if self.regression is not None:
+            out["regression"] = self.regression
         return out
 
 

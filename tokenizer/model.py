@@ -18,6 +18,7 @@ from dataclasses import fields
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils.accelerate_utils import apply_forward_hook
@@ -85,6 +86,8 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         self.quantizer = VectorQuantizer(config)
         self.conditioning = ConditionNetwork(config)
         self.decoder = PixelDecoder(config)
+        # the auxiliary regressor of ``regression_weight`` (training only); absent at the official setting
+        self.regressor = PixelDecoder(config.regressor_config()) if config.regression_weight > 0 else None
 
     # ------------------------------------------------------------------ construction and loading
 
@@ -369,12 +372,12 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             torch.arange(cfg.num_tokens, device=self.device)[None] < ((groups + 1) * tps)[:, None]
         )  # (B, N)
         quantized = self.quantizer.quantize(self.encoder(images), mask=mask)
-        cond = self.conditioning(quantized.vectors.to(self.dtype))  # (B, N, D)
-        cond_mask = None
+        conditions = self.conditioning(quantized.vectors.to(self.dtype))  # (B, N, D)
         if cfg.decoder_condition_context == "prefix":
-            cond_mask = mask  # groups 0…g of each image; the condition network is causal
+            cond, cond_mask = conditions, mask  # groups 0…g of each image; the condition network is causal
         else:
-            cond = cond.view(batch, cfg.num_steps, tps, -1)[torch.arange(batch, device=self.device), groups]
+            rows = torch.arange(batch, device=self.device)
+            cond, cond_mask = conditions.view(batch, cfg.num_steps, tps, -1)[rows, groups], None
         data = scale_images(images, cfg.data_scale)
         noise = randn_tensor(data.shape, generator=generator, device=self.device, dtype=data.dtype)
         x_t = interpolate(noise, data, s)
@@ -386,6 +389,11 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             repa_weight=repa_weight,
             groups=groups,
         )
+        if self.regressor is not None:  # from the conditions of groups 0…g, zero input at t = 0
+            zeros = torch.zeros_like(data)
+            estimate = self.regressor(zeros, torch.zeros_like(s), conditions, cond_mask=mask).velocity
+            losses.regression = F.mse_loss(estimate, images)
+            losses.regression_weight = cfg.regression_weight
         if perceptual_loss is not None:
             reconstruction = clean_estimate(x_t, out.velocity, s) / cfg.data_scale
             losses.perceptual = perceptual_loss(images, reconstruction).mean()

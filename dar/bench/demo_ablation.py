@@ -14,7 +14,10 @@ Variants (TokenizerConfig overrides, defaults = official):
 - ``bound``: the upper bound of the diagnosis — the same encoder, quantizer and condition network, and the
   ``prefix_resid`` decoder used as a plain deterministic regressor (input zeros at t = 0, all 64 conditions,
   MSE to the image). If it learns the shape fast and the flow decoder does not, the diffusion objective's
-  gradient to the encoder is the weak link.
+  gradient to the encoder is the weak link;
+- ``aux``: the demo preset plus the bound as a training-only term (``regression_weight=1``: a regressor
+  decodes the image from the conditions of groups 0…g, so the codes get the regression gradient while the
+  flow decoder learns to use them); ``aux_prefix_resid``: the same with both decoder options.
 
 Usage: ``python -m dar.bench.demo_ablation VARIANT [--cpu-seconds 600] [--eval-every 300]``; one JSON line per
 evaluation on stdout.
@@ -36,6 +39,12 @@ VARIANTS = {
     "resid": {"decoder_condition_residual": True},
     "prefix_resid": {"decoder_condition_context": "prefix", "decoder_condition_residual": True},
     "bound": {"decoder_condition_context": "prefix", "decoder_condition_residual": True},
+    "aux": {"regression_weight": 1.0},
+    "aux_prefix_resid": {
+        "regression_weight": 1.0,
+        "decoder_condition_context": "prefix",
+        "decoder_condition_residual": True,
+    },
 }
 
 

@@ -81,3 +81,27 @@ def test_options_validate_and_default_to_the_official_behaviour():
         TokenizerConfig(decoder_condition_context="all")
     with pytest.raises(ValueError, match="decoder_condition_residual must be a bool"):
         TokenizerConfig(decoder_condition_residual=1)
+
+
+def test_regression_term_is_training_only_and_absent_at_the_official_setting(tmp_path):
+    assert DARTokenizer.from_preset("tiny").regressor is None  # official layout: no extra keys
+    tok = _tok(regression_weight=0.5).train()
+    images = random_images(2, 16, seed=3)
+    losses = tok.training_losses(images, generator=torch.Generator().manual_seed(5))
+    assert losses.regression is not None and "regression" in losses.terms()
+    torch.testing.assert_close(losses.total, losses.flow + losses.vq + 0.5 * losses.regression)
+    losses.total.backward()
+    assert tok.encoder.parameters().__next__().grad is not None
+    assert all(p.grad is not None for p in tok.regressor.parameters() if p.requires_grad)
+    # decoding never runs the regressor, and it travels with the folder (strict keys)
+    tok.eval()
+    codes = tok.encode(images)
+    reference = tok.decode(codes, noise=_noise(tok))
+    for p in tok.regressor.parameters():
+        p.data.add_(1.0)
+    torch.testing.assert_close(tok.decode(codes, noise=_noise(tok)), reference)
+    tok.save_pretrained(tmp_path / "tok")
+    loaded = DARTokenizer.from_pretrained(tmp_path / "tok")
+    torch.testing.assert_close(loaded.regressor.conv_in.weight, tok.regressor.conv_in.weight)
+    with pytest.raises(ValueError, match="regression_weight must be a finite number"):
+        TokenizerConfig(regression_weight=-1.0)
