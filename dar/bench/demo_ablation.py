@@ -15,6 +15,9 @@ Variants (TokenizerConfig overrides, defaults = official):
   ``prefix_resid`` decoder used as a plain deterministic regressor (input zeros at t = 0, all 64 conditions,
   MSE to the image). If it learns the shape fast and the flow decoder does not, the diffusion objective's
   gradient to the encoder is the weak link;
+- ``all_groups`` (diagnosis only, not streamable): the flow decoder sees the conditions of *all* 64 codes at
+  every step, in training and decoding. If it learns fast, the coarse-to-fine split of the information over
+  the groups is what is slow to learn, not the flow objective;
 - ``aux``: the demo preset plus the bound as a training-only term (``regression_weight=1``: a regressor
   decodes the image from the conditions of groups 0…g, so the codes get the regression gradient while the
   flow decoder learns to use them); ``aux_prefix_resid``: the same with both decoder options.
@@ -39,6 +42,7 @@ VARIANTS = {
     "resid": {"decoder_condition_residual": True},
     "prefix_resid": {"decoder_condition_context": "prefix", "decoder_condition_residual": True},
     "bound": {"decoder_condition_context": "prefix", "decoder_condition_residual": True},
+    "all_groups": {"decoder_condition_context": "prefix"},
     "aux": {"regression_weight": 1.0},
     "aux_prefix_resid": {
         "regression_weight": 1.0,
@@ -64,6 +68,20 @@ def _regression(tok, images: torch.Tensor) -> torch.Tensor:
     return out, quantized.loss
 
 
+def _decode_with_all_conditions(tok, codes: torch.Tensor, shape) -> torch.Tensor:
+    from tokenizer.flow import sampling_times
+    from tokenizer.sampler import sampler_step
+
+    cfg = tok.config
+    cond = tok.conditioning(tok.quantizer.lookup(codes))
+    times = sampling_times(cfg.num_steps, cfg.num_steps, cfg.time_shift)
+    x, previous = torch.randn(shape, generator=torch.Generator().manual_seed(1)), None
+    for i in range(cfg.num_steps):
+        velocity = tok.decoder(x, times[i].expand(shape[0]), cond).velocity
+        x, previous = sampler_step(cfg.sampler, x, velocity, previous, times[i], times[i + 1]), velocity
+    return x / cfg.data_scale
+
+
 @torch.no_grad()
 def evaluate(tok, variant: str, images: torch.Tensor, labels: torch.Tensor, classifier) -> dict:
     tok.eval()
@@ -71,19 +89,28 @@ def evaluate(tok, variant: str, images: torch.Tensor, labels: torch.Tensor, clas
     if variant == "bound":
         cond = tok.conditioning(tok.quantizer.lookup(codes))
         rec = tok.decoder(torch.zeros_like(images), torch.zeros(images.shape[0]), cond).velocity
+    elif variant == "all_groups":
+        rec = _decode_with_all_conditions(tok, codes, images.shape)
     else:
         rec = tok.decode(codes, generator=torch.Generator().manual_seed(1))
     rec = rec.clamp(-1, 1)
-    tok.train()
     mse = ((rec - images) / 2).pow(2).mean().item()
-    return {
+    row = {
         "recon_acc": (classifier.predict(rec) == labels).float().mean().item(),
         "psnr": 10 * math.log10(1 / mse),
         "codes_used": int(codes.unique().numel()),
     }
+    if tok.regressor is not None:  # do the codes carry the shape? (the auxiliary regressor, all groups)
+        cond = tok.conditioning(tok.quantizer.lookup(codes))
+        estimate = tok.regressor(torch.zeros_like(images), torch.zeros(images.shape[0]), cond).velocity
+        row["regressor_acc"] = (classifier.predict(estimate.clamp(-1, 1)) == labels).float().mean().item()
+    tok.train()
+    return row
 
 
-def run(variant: str, cpu_seconds: float, eval_every: float, seed: int = 0) -> list[dict]:
+def run(
+    variant: str, cpu_seconds: float, eval_every: float, seed: int = 0, save: str | None = None
+) -> list[dict]:
     from dar.demo import DEMO_CLASSIFIER, shipped
     from dar.demo.classifier import ShapeClassifier
     from tokenizer import DARTokenizer
@@ -91,6 +118,10 @@ def run(variant: str, cpu_seconds: float, eval_every: float, seed: int = 0) -> l
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     tok = DARTokenizer.from_preset("demo", **VARIANTS[variant]).train()
+    if variant == "all_groups":  # every training image at the last group: all codes, every time
+        import tokenizer.model
+
+        tokenizer.model.group_of_u = lambda u, k: torch.full_like(u, k - 1, dtype=torch.long)
     train_x, _ = _images("train")
     test_x, test_y = _images("test")
     pick = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(0))[:200]
@@ -122,6 +153,8 @@ def run(variant: str, cpu_seconds: float, eval_every: float, seed: int = 0) -> l
             print(json.dumps(row), flush=True)
             rows.append(row)
             next_eval += eval_every
+    if save:
+        tok.save_pretrained(save)
     return rows
 
 
@@ -131,10 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu-seconds", type=float, default=600.0)
     parser.add_argument("--eval-every", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", help="write the trained tokenizer here (save_pretrained)")
     args = parser.parse_args(argv)
     if args.cpu_seconds <= 0 or args.eval_every <= 0:
         parser.error("--cpu-seconds and --eval-every must be positive")
-    run(args.variant, args.cpu_seconds, args.eval_every, args.seed)
+    run(args.variant, args.cpu_seconds, args.eval_every, args.seed, args.save)
 
 
 if __name__ == "__main__":
