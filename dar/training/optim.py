@@ -30,9 +30,15 @@ def weight_decay_param_groups(model: torch.nn.Module, weight_decay: float) -> li
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over ``weight_decay_param_groups`` with the config's lr, betas and eps."""
+    """AdamW over ``weight_decay_param_groups`` with the config's lr, betas and eps.
+
+    The fused implementation (one kernel over all tensors) is used where PyTorch has it: every parameter a
+    floating-point tensor on the CPU or a CUDA device; otherwise the default (foreach) one.
+    """
     groups = weight_decay_param_groups(model, cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    params = [p for group in groups for p in group["params"]]
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
 
 
 class LRSchedule:
