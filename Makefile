@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install serve-install test test-serve test-gpu sample bench lint style demo-train clean
+.PHONY: install serve-install test test-serve test-gpu sample bench lint style demo-train dart-train clean
 
 install: $(STAMP)
 
@@ -42,6 +42,8 @@ test-gpu: $(STAMP)
 sample: $(STAMP)
 	$(VENV)/bin/dar sample --out outputs
 	$(VENV)/bin/dar stream --out outputs
+	$(VENV)/bin/dar sample --checkpoint checkpoints/dart-animals --prefix dart_ --out outputs
+	$(VENV)/bin/dar stream --checkpoint checkpoints/dart-animals --prefix dart_ --out outputs
 
 # BENCH_ARGS: e.g. "--quick" (<= 2 min), "--threads 1" (steadier on a machine other jobs load), "--only ar".
 # Set DAR_OFFICIAL_REPO to a showlab/D-AR checkout to time the official code in the same run.
@@ -66,6 +68,11 @@ demo-train: $(STAMP)
 	$(DEMO_LAUNCH) recipes/extract_codes.py --config recipes/configs/demo_codes.yaml
 	$(DEMO_LAUNCH) recipes/train_llama_ar.py --config recipes/configs/demo_ar.yaml
 	rm -rf checkpoints/dar-animals && cp -r runs/demo_ar/export/pipeline checkpoints/dar-animals
+
+# The shipped DART demo (checkpoints/dart-animals): one recipe, EMA weights exported with the class names.
+dart-train: $(STAMP)
+	$(DEMO_LAUNCH) recipes/train_dart.py --config recipes/configs/demo_dart.yaml
+	rm -rf checkpoints/dart-animals && cp -r runs/demo_dart/export/pipeline checkpoints/dart-animals
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -390,10 +390,8 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             groups=groups,
         )
         if self.regressor is not None:  # from the conditions of groups 0…g, zero input at t = 0
-            zeros = torch.zeros_like(data)
-            estimate = self.regressor(zeros, torch.zeros_like(s), conditions, cond_mask=mask).velocity
-            losses.regression = F.mse_loss(estimate, images)
-            losses.regression_weight = cfg.regression_weight
+            estimate = self.regressor(torch.zeros_like(data), 0 * s, conditions, cond_mask=mask).velocity
+            losses.regression, losses.regression_weight = F.mse_loss(estimate, images), cfg.regression_weight
         if perceptual_loss is not None:
             reconstruction = clean_estimate(x_t, out.velocity, s) / cfg.data_scale
             losses.perceptual = perceptual_loss(images, reconstruction).mean()
