@@ -132,12 +132,33 @@ def _bench_tokenizer(official: types.SimpleNamespace, repo: Path, quick: bool) -
     return rows
 
 
+def official_generate(official: types.SimpleNamespace, cfg_scale: float = CFG_SCALE) -> Callable:
+    """``(labels, count) -> codes`` with the official GPT-B (random weights) and its ``generate``: constant CFG,
+    plain sampling (no top-k / top-p), temperature 1 — the settings every official AR timing uses."""
+    model = official.gpt.GPT_B(
+        vocab_size=16384, num_classes=1000, cls_token_num=1, block_size=256, model_type="c2i"
+    ).eval()
+
+    def run(labels: torch.Tensor, count: int) -> object:
+        return official.generate.generate(
+            model,
+            labels,
+            count,
+            cfg_scale=cfg_scale,
+            cfg_interval=-1,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            sample_logits=True,
+        )
+
+    return run
+
+
 def _bench_ar(official: types.SimpleNamespace, num_tokens: int, repeats: int) -> list[dict]:
     from llama_ar import VocabLayout, build_ar_model, sample_codes
 
-    theirs = official.gpt.GPT_B(
-        vocab_size=16384, num_classes=1000, cls_token_num=1, block_size=256, model_type="c2i"
-    ).eval()
+    theirs = official_generate(official)
     ours = build_ar_model("dar-b", VocabLayout(16384, 1000)).eval()
     labels = torch.arange(AR_BATCH)
 
@@ -146,17 +167,7 @@ def _bench_ar(official: types.SimpleNamespace, num_tokens: int, repeats: int) ->
             "ours": lambda: sample_codes(
                 ours, labels, count, cfg_scale=CFG_SCALE, generator=torch.Generator().manual_seed(0)
             ),
-            "official": lambda: official.generate.generate(
-                theirs,
-                labels,
-                count,
-                cfg_scale=CFG_SCALE,
-                cfg_interval=-1,
-                temperature=1.0,
-                top_k=0,
-                top_p=1.0,
-                sample_logits=True,
-            ),
+            "official": lambda: theirs(labels, count),
         }
 
     note = (

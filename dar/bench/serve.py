@@ -40,27 +40,10 @@ def _official_generate() -> Callable | None:
     if not repo or not Path(repo).is_dir():
         skip("serve", "the official generate: set DAR_OFFICIAL_REPO to a checkout of github.com/showlab/D-AR")
         return None
+    from dar.bench.official import official_generate
     from dar.bench.official_stubs import load_official_modules
 
-    official = load_official_modules(Path(repo).resolve())
-    model = official.gpt.GPT_B(
-        vocab_size=16384, num_classes=1000, cls_token_num=1, block_size=256, model_type="c2i"
-    ).eval()
-
-    def run(labels: torch.Tensor, count: int) -> object:
-        return official.generate.generate(
-            model,
-            labels,
-            count,
-            cfg_scale=CFG_SCALE,
-            cfg_interval=-1,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            sample_logits=True,
-        )
-
-    return run
+    return official_generate(load_official_modules(Path(repo).resolve()), CFG_SCALE)
 
 
 def bench(quick: bool = False) -> list[dict]:
