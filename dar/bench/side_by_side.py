@@ -28,6 +28,10 @@ import torch
 from dar.bench import alternate
 
 
+def _percent(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{100 * value:.{digits}f} %"  # None: the demo classifier does not fit
+
+
 def _parameters(pipe) -> int:
     modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
     return sum(p.numel() for m in modules for p in m.parameters())
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         cpu = f"{r['training_cpu_seconds']:,.0f}" if r["training_cpu_seconds"] is not None else "—"
         lines.append(
-            f"| {r['model']} | {100 * r['class_accuracy']:.1f} % | {100 * r['worst_class']:.0f} % | {r['fid']:.1f} "
+            f"| {r['model']} | {_percent(r['class_accuracy'], 1)} | {_percent(r['worst_class'], 0)} | {r['fid']:.1f} "
             f"| {r['precision']:.3f} | {r['recall']:.3f} | {r['seconds_per_image'] * 1000:.1f} ms "
             f"| {r['sequential_steps']} | {r['parameters'] / 1e6:.2f} M | {cpu} |"
         )
