@@ -64,9 +64,12 @@ class TokenizerConfig:
             since group k is finished when step k runs).
         decoder_condition_residual: also add each block's cross-attention output to the residual stream
             (official: it only drives the adaLN modulation).
+        decoder_position_embedding: add a learned absolute position embedding to the decoder's image tokens
+            (ours; official: positions only through RoPE, so at the noise end, where the tokens are noise, the
+            only positional signal is the rotated cross-attention query).
         regression_weight: weight of an auxiliary training term (ours; 0 = off, the official objective): a
             deterministic decoder (``regressor``, same size as the pixel decoder, prefix context and residual
-            path, input zeros at t = 0) regresses the image from the conditions of groups 0…g, so the early
+            path and absolute positions, input zeros at t = 0) regresses the image from the conditions of groups 0…g, so the early
             codes get a direct gradient to carry the coarse shape. Training only; decoding never uses it.
         rotation_trick: pass gradients through the VQ with the rotation trick instead of the
             straight-through estimator (the official code uses straight-through).
@@ -104,6 +107,7 @@ class TokenizerConfig:
     rotation_trick: bool = False
     decoder_condition_context: str = "group"
     decoder_condition_residual: bool = False
+    decoder_position_embedding: bool = False
     regression_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -164,6 +168,10 @@ class TokenizerConfig:
                 f"decoder_condition_context must be one of {list(CONDITION_CONTEXTS)}, "
                 f"got {self.decoder_condition_context!r}"
             )
+        if not isinstance(self.decoder_position_embedding, bool):
+            raise ValueError(
+                f"decoder_position_embedding must be a bool, got {self.decoder_position_embedding!r}"
+            )
         if not isinstance(self.decoder_condition_residual, bool):
             raise ValueError(
                 f"decoder_condition_residual must be a bool, got {self.decoder_condition_residual!r}"
@@ -192,9 +200,14 @@ class TokenizerConfig:
             raise ValueError(f"codebook_decay must be in [0, 1], got {self.codebook_decay}")
 
     def regressor_config(self) -> TokenizerConfig:
-        """The configuration the auxiliary regressor's decoder is built from (prefix context, residual path)."""
+        """The configuration the auxiliary regressor's decoder is built from (prefix context, residual path,
+        absolute positions: its input is zeros, so RoPE alone cannot tell its tokens apart)."""
         return dataclasses.replace(
-            self, decoder_condition_context="prefix", decoder_condition_residual=True, repa_layer=None
+            self,
+            decoder_condition_context="prefix",
+            decoder_condition_residual=True,
+            decoder_position_embedding=True,
+            repa_layer=None,
         )
 
     @property

@@ -9,7 +9,7 @@ Implements the diffusion decoder of D-AR (Gao & Shou 2025) §3.1–3.2 as descri
   tokens, with RoPE on the queries only, to the conditions, and an ``adaLN_modulation`` applied per token to
   time embedding + cross-attention output. The cross-attention output only modulates; it is never added to
   the residual stream (``decoder_condition_residual=True`` adds it, an option of ours). Self-attention uses
-  2-D RoPE over the token grid;
+  2-D RoPE over the token grid; ``decoder_position_embedding=True`` (ours) adds learned absolute positions;
 - a final parameter-free LayerNorm and the zero-initialised ``conv_out`` give the velocity;
 - an optional REPA head maps the features *entering* block ``repa_layer``, average-pooled to a
   ``repa_grid × repa_grid`` grid, to the target feature width (training only).
@@ -118,6 +118,10 @@ class PixelDecoder(nn.Module):
         self.norm = parameter_free_layer_norm(dim)
         self.conv_in = nn.Linear(3 * patch * patch, dim)
         self.conv_out = nn.Linear(dim, 3 * patch * patch)
+        self.pos_embed = None
+        if config.decoder_position_embedding:
+            self.pos_embed = nn.Parameter(torch.zeros(1, config.decoder_grid**2, dim))
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         self.blocks = nn.ModuleList(
@@ -180,6 +184,13 @@ class PixelDecoder(nn.Module):
         rope = self.rope(gh, gw, x_t.device)
         attn_mask = None if cond_mask is None else cond_mask[:, None, None, :]  # (B, 1, 1, M)
         tokens = self.conv_in(patchify(x_t, self.patch_size))  # (B, L, D), L = gh·gw
+        if self.pos_embed is not None:
+            if tokens.shape[1] != self.pos_embed.shape[1]:
+                raise ValueError(
+                    f"decoder_position_embedding was built for {self.pos_embed.shape[1]} tokens, got a "
+                    f"{gh}x{gw} grid; decode at the configured image_size"
+                )
+            tokens = tokens + self.pos_embed
         repa = None
         for index, block in enumerate(self.blocks):
             if return_repa and index == self.repa_layer:

@@ -49,6 +49,19 @@ VARIANTS = {
         "decoder_condition_context": "prefix",
         "decoder_condition_residual": True,
     },
+    "pos": {"decoder_position_embedding": True},
+    "pos_resid": {"decoder_position_embedding": True, "decoder_condition_residual": True},
+    "pos_prefix_resid": {
+        "decoder_position_embedding": True,
+        "decoder_condition_context": "prefix",
+        "decoder_condition_residual": True,
+    },
+    "pos_aux_prefix_resid": {
+        "decoder_position_embedding": True,
+        "regression_weight": 1.0,
+        "decoder_condition_context": "prefix",
+        "decoder_condition_residual": True,
+    },
 }
 
 

@@ -19,7 +19,12 @@ def _noise(tok, batch=2, seed=1):
 
 
 @pytest.mark.parametrize(
-    "options", [{"decoder_condition_context": "prefix"}, {"decoder_condition_residual": True}]
+    "options",
+    [
+        {"decoder_condition_context": "prefix"},
+        {"decoder_condition_residual": True},
+        {"decoder_position_embedding": True},
+    ],
 )
 def test_options_change_the_decode_and_keep_stream_equal_to_decode(options):
     images = random_images(2, 16, seed=0)
@@ -81,6 +86,20 @@ def test_options_validate_and_default_to_the_official_behaviour():
         TokenizerConfig(decoder_condition_context="all")
     with pytest.raises(ValueError, match="decoder_condition_residual must be a bool"):
         TokenizerConfig(decoder_condition_residual=1)
+    with pytest.raises(ValueError, match="decoder_position_embedding must be a bool"):
+        TokenizerConfig(decoder_position_embedding="learned")
+
+
+def test_position_embedding_is_absent_by_default_and_travels_with_the_folder(tmp_path):
+    assert not any("pos_embed" in key for key in DARTokenizer.from_preset("tiny").state_dict())
+    tok = _tok(decoder_position_embedding=True)
+    assert tok.decoder.pos_embed.shape == (1, tok.config.decoder_grid**2, tok.config.decoder_dim)
+    tok.save_pretrained(tmp_path / "tok")
+    loaded = DARTokenizer.from_pretrained(tmp_path / "tok").eval()
+    codes = tok.encode(random_images(2, 16, seed=0))
+    torch.testing.assert_close(loaded.decode(codes, noise=_noise(tok)), tok.decode(codes, noise=_noise(tok)))
+    with pytest.raises(ValueError, match="decode at the configured image_size"):
+        tok.decoder(torch.zeros(1, 3, 32, 32), torch.zeros(1), torch.zeros(1, 4, tok.config.condition_dim))
 
 
 def test_regression_term_is_training_only_and_absent_at_the_official_setting(tmp_path):
