@@ -67,6 +67,9 @@ class TokenizerConfig:
         decoder_position_embedding: add a learned absolute position embedding to the decoder's image tokens
             (ours; official: positions only through RoPE, so at the noise end, where the tokens are noise, the
             only positional signal is the rotated cross-attention query).
+        decoder_condition_tokens: also feed the conditions the step sees to the decoder's self-attention as
+            extra tokens (ours, in-context conditioning; official: they reach the image only through
+            cross-attention → adaLN).
         regression_weight: weight of an auxiliary training term (ours; 0 = off, the official objective): a
             deterministic decoder (``regressor``, same size as the pixel decoder, prefix context and residual
             path and absolute positions, input zeros at t = 0) regresses the image from the conditions of groups 0…g, so the early
@@ -108,6 +111,7 @@ class TokenizerConfig:
     decoder_condition_context: str = "group"
     decoder_condition_residual: bool = False
     decoder_position_embedding: bool = False
+    decoder_condition_tokens: bool = False
     regression_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -168,6 +172,8 @@ class TokenizerConfig:
                 f"decoder_condition_context must be one of {list(CONDITION_CONTEXTS)}, "
                 f"got {self.decoder_condition_context!r}"
             )
+        if not isinstance(self.decoder_condition_tokens, bool):
+            raise ValueError(f"decoder_condition_tokens must be a bool, got {self.decoder_condition_tokens!r}")
         if not isinstance(self.decoder_position_embedding, bool):
             raise ValueError(
                 f"decoder_position_embedding must be a bool, got {self.decoder_position_embedding!r}"

@@ -10,6 +10,8 @@ Implements the diffusion decoder of D-AR (Gao & Shou 2025) §3.1–3.2 as descri
   time embedding + cross-attention output. The cross-attention output only modulates; it is never added to
   the residual stream (``decoder_condition_residual=True`` adds it, an option of ours). Self-attention uses
   2-D RoPE over the token grid; ``decoder_position_embedding=True`` (ours) adds learned absolute positions;
+  ``decoder_condition_tokens=True`` (ours) also appends the conditions to the self-attention sequence as
+  extra tokens (identity rotation), in-context as in DiT's in-context variant, dropped before ``conv_out``;
 - a final parameter-free LayerNorm and the zero-initialised ``conv_out`` give the velocity;
 - an optional REPA head maps the features *entering* block ``repa_layer``, average-pooled to a
   ``repa_grid × repa_grid`` grid, to the target feature width (training only).
@@ -70,7 +72,13 @@ class SiTBlock(nn.Module):
         nn.init.zeros_(self.adaLN_modulation[-1].bias)
 
     def forward(
-        self, x: Tensor, cond: Tensor, t_features: Tensor, rope: RopeTable, cond_mask: Tensor | None = None
+        self,
+        x: Tensor,
+        cond: Tensor,
+        t_features: Tensor,
+        rope: RopeTable,
+        cond_mask: Tensor | None = None,
+        self_mask: Tensor | None = None,
     ) -> Tensor:
         """Update the image tokens.
 
@@ -80,6 +88,7 @@ class SiTBlock(nn.Module):
             t_features: (B, dim) sinusoidal features of the (shifted) time.
             rope: rotary table for the L image tokens.
             cond_mask: optional (B, 1, 1, M) boolean "may attend" mask over the conditions.
+            self_mask: optional (B, 1, 1, L) boolean "may attend" mask of the self-attention.
 
         Returns:
             (B, L, dim).
@@ -93,7 +102,7 @@ class SiTBlock(nn.Module):
             h = self.norm(x)
         shift1, scale1, gate1, shift2, scale2, gate2 = self._modulation(t_emb + guidance).chunk(6, dim=-1)
         # scale1/scale2 already include the +1 of x·(1 + scale) + shift (folded into the bias below).
-        x = torch.addcmul(x, gate1, self.attention(torch.addcmul(shift1, h, scale1), rope=rope))
+        x = torch.addcmul(x, gate1, self.attention(torch.addcmul(shift1, h, scale1), rope=rope, attn_mask=self_mask))
         return torch.addcmul(x, gate2, self.mlp(torch.addcmul(shift2, self.norm(x), scale2)))
 
     def _modulation(self, x: Tensor) -> Tensor:
@@ -112,6 +121,7 @@ class PixelDecoder(nn.Module):
         dim, patch = config.decoder_dim, config.decoder_patch_size
         self.dim = dim
         self.patch_size = patch
+        self.condition_tokens = config.decoder_condition_tokens
         self.repa_layer = config.repa_layer
         self.repa_grid = config.repa_grid
         self.cond_mlp = nn.Linear(config.condition_dim, dim)
@@ -181,8 +191,13 @@ class PixelDecoder(nn.Module):
         gh, gw = h // self.patch_size, w // self.patch_size
         cond = self.norm(self.cond_mlp(cond))  # (B, M, D)
         t_features = timestep_features(t.expand(b) if t.ndim == 0 else t, self.dim).to(x_t.dtype)
-        rope = self.rope(gh, gw, x_t.device)
+        num_extra = cond.shape[1] if self.condition_tokens else 0
+        rope = self.rope(gh, gw, x_t.device, num_identity=num_extra)
         attn_mask = None if cond_mask is None else cond_mask[:, None, None, :]  # (B, 1, 1, M)
+        self_mask = None
+        if self.condition_tokens and cond_mask is not None:  # image tokens always; conditions where allowed
+            grid = torch.ones(b, gh * gw, dtype=torch.bool, device=x_t.device)
+            self_mask = torch.cat([grid, cond_mask], dim=1)[:, None, None, :]  # (B, 1, 1, L + M)
         tokens = self.conv_in(patchify(x_t, self.patch_size))  # (B, L, D), L = gh·gw
         if self.pos_embed is not None:
             if tokens.shape[1] != self.pos_embed.shape[1]:
@@ -191,10 +206,13 @@ class PixelDecoder(nn.Module):
                     f"{gh}x{gw} grid; decode at the configured image_size"
                 )
             tokens = tokens + self.pos_embed
+        if self.condition_tokens:
+            tokens = torch.cat([tokens, cond.to(tokens.dtype)], dim=1)  # (B, L + M, D)
         repa = None
         for index, block in enumerate(self.blocks):
             if return_repa and index == self.repa_layer:
-                repa = self._repa(tokens, gh, gw)
-            tokens = run_block(self, block, tokens, cond, t_features, rope, attn_mask)
+                repa = self._repa(tokens[:, : gh * gw], gh, gw)
+            tokens = run_block(self, block, tokens, cond, t_features, rope, attn_mask, self_mask)
+        tokens = tokens[:, : gh * gw]
         velocity = unpatchify(self.conv_out(self.norm(tokens)), self.patch_size, gh, gw)  # (B, 3, H, W)
         return DecoderOutput(velocity=velocity, repa_features=repa)

@@ -62,6 +62,18 @@ VARIANTS = {
         "decoder_condition_context": "prefix",
         "decoder_condition_residual": True,
     },
+    "ctx": {"decoder_position_embedding": True, "decoder_condition_tokens": True},
+    "ctx_prefix": {
+        "decoder_position_embedding": True,
+        "decoder_condition_tokens": True,
+        "decoder_condition_context": "prefix",
+    },
+    "ctx_aux_prefix": {
+        "decoder_position_embedding": True,
+        "decoder_condition_tokens": True,
+        "decoder_condition_context": "prefix",
+        "regression_weight": 1.0,
+    },
 }
 
 

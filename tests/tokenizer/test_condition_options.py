@@ -24,6 +24,8 @@ def _noise(tok, batch=2, seed=1):
         {"decoder_condition_context": "prefix"},
         {"decoder_condition_residual": True},
         {"decoder_position_embedding": True},
+        {"decoder_condition_tokens": True},
+        {"decoder_condition_tokens": True, "decoder_condition_context": "prefix"},
     ],
 )
 def test_options_change_the_decode_and_keep_stream_equal_to_decode(options):
