@@ -20,7 +20,11 @@ Variants (TokenizerConfig overrides, defaults = official):
   the groups is what is slow to learn, not the flow objective;
 - ``aux``: the demo preset plus the bound as a training-only term (``regression_weight=1``: a regressor
   decodes the image from the conditions of groups 0…g, so the codes get the regression gradient while the
-  flow decoder learns to use them); ``aux_prefix_resid``: the same with both decoder options.
+  flow decoder learns to use them); ``aux_prefix_resid``: the same with both decoder options;
+- ``pos*``: the same with ``decoder_position_embedding=True`` (learned absolute positions on the decoder's image
+  tokens, so that tokens of pure noise can still tell where they are);
+- ``ctx*``: in-context conditioning, ``decoder_condition_tokens=True`` (the conditions join the decoder's
+  self-attention as extra tokens), with positions, optionally the prefix context and the auxiliary term.
 
 Usage: ``python -m dar.bench.demo_ablation VARIANT [--cpu-seconds 600] [--eval-every 300]``; one JSON line per
 evaluation on stdout.

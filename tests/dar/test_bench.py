@@ -64,3 +64,42 @@ def test_serve_part_names_what_it_skips_without_the_extra(monkeypatch):
     assert {"sample_codes", "generate"} <= {row["name"].split(": ")[-1] for row in serve.bench(quick=True)}
     assert any("serve extra is not installed" in line for line in bench.SKIPPED)
     assert any("official generate" in line for line in bench.SKIPPED)
+
+
+def test_learning_curve_loads_a_checkpoints_ema_over_its_live_weights(tmp_path):
+    from safetensors.torch import save_model
+    from torch.optim.swa_utils import AveragedModel
+
+    from dar.bench.learning_curve import _load_state
+    from tokenizer import DARTokenizer, TokenizerLossModule
+
+    torch.manual_seed(0)
+    live = TokenizerLossModule(DARTokenizer.from_preset("tiny", codebook_size=32))
+    ema = AveragedModel(live.tokenizer)
+    for p in ema.parameters():
+        p.data.add_(1.0)  # the EMA differs from the live weights
+    save_model(live, str(tmp_path / "model.safetensors"))
+    save_model(ema, str(tmp_path / "ema.safetensors"))
+    loaded = TokenizerLossModule(DARTokenizer.from_preset("tiny", codebook_size=32))
+    _load_state(loaded, tmp_path, "tokenizer.")
+    torch.testing.assert_close(dict(loaded.tokenizer.named_parameters()), dict(ema.module.named_parameters()))
+    torch.testing.assert_close(dict(loaded.named_buffers()), dict(live.named_buffers()))
+    with pytest.raises(ValueError, match="does not fit"):
+        _load_state(TokenizerLossModule(DARTokenizer.from_preset("tiny", codebook_size=16)), tmp_path, None)
+
+
+def test_learning_curve_plot_draws_both_panels(tmp_path):
+    from PIL import Image
+
+    from dar.bench.learning_curve import plot
+
+    rows = [
+        {"part": "tokenizer", "step": 500, "recon_class_accuracy": 0.2},
+        {"part": "tokenizer", "step": 1000, "recon_class_accuracy": 0.4},
+        {"part": "ar", "step": 500, "sample_class_accuracy": 0.3},
+    ]
+    plot(rows, tmp_path / "curve.png")
+    image = Image.open(tmp_path / "curve.png").convert("RGB")
+    assert image.size == (600, 220)
+    colours = set(image.getdata())
+    assert (200, 40, 40) in colours and (40, 40, 200) in colours  # one line per panel

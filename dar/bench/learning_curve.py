@@ -1,0 +1,168 @@
+"""Learning curve of the D-AR demo: class accuracy of the tokenizer's reconstructions and of the prior's samples
+against training step, from the checkpoints a ``make demo-train`` run keeps (``train.keep_last``).
+
+For every tokenizer checkpoint: its EMA weights (the export's) encode and decode the first ``--images`` test
+silhouettes (fixed noise); for every AR checkpoint: the pipeline of the run's exported tokenizer and that
+checkpoint's prior samples ``--per-class`` images per class at the pipeline's defaults (seed 0). Both are judged by
+the shipped demo classifier. Writes one JSON line per point on stdout and, with ``--png``, a two-panel plot.
+
+Usage: ``python -m dar.bench.learning_curve --tokenizer-run runs/demo_tokenizer --ar-run runs/demo_ar
+--png docs/demo_learning_curve.png``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def _load_state(module: torch.nn.Module, checkpoint: Path, ema_prefix: str | None) -> None:
+    """The checkpoint's live weights (``model.safetensors``, strict) and, with ``ema_prefix``, its EMA on top."""
+    from safetensors.torch import load_file
+
+    from tokenizer.checkpoint import key_report
+
+    state = load_file(checkpoint / "model.safetensors")
+    problems = key_report(
+        {k: v.shape for k, v in module.state_dict().items()}, {k: v.shape for k, v in state.items()}
+    )
+    if problems:
+        raise ValueError(f"{checkpoint}/model.safetensors does not fit the run's config: {problems}")
+    module.load_state_dict(state, strict=True)
+    if ema_prefix is not None:
+        ema = load_file(checkpoint / "ema.safetensors")
+        params = dict(module.named_parameters())
+        for name, value in ema.items():  # parameters only: the buffers stay the live model's, as in the export
+            key = ema_prefix + name.removeprefix("module.")
+            if name.startswith("module.") and key in params:
+                params[key].data.copy_(value)
+
+
+def _run_config(run: Path, kind: str):
+    from dar.training.config import ARTrainingConfig, TokenizerTrainingConfig
+    from dar.training.config_io import load_config
+
+    return load_config(
+        run / "config.yaml", {"tokenizer": TokenizerTrainingConfig, "ar": ARTrainingConfig}[kind]
+    )
+
+
+def tokenizer_curve(run: Path, images: torch.Tensor, labels: torch.Tensor, classifier) -> list[dict]:
+    from dar.training.checkpoints import list_checkpoints
+    from tokenizer import DARTokenizer, TokenizerLossModule
+
+    cfg = _run_config(run, "tokenizer")
+    rows = []
+    for step, path in list_checkpoints(run / "checkpoints"):
+        tok = DARTokenizer.from_preset(cfg.model.preset, **cfg.model.overrides)
+        _load_state(TokenizerLossModule(tok), path, "tokenizer." if cfg.ema.enabled else None)
+        with torch.no_grad():
+            rec = tok.eval().decode(tok.encode(images), generator=torch.Generator().manual_seed(1))
+            acc = (classifier.predict(rec.clamp(-1, 1)) == labels).float().mean().item()
+        rows.append({"part": "tokenizer", "step": step, "recon_class_accuracy": acc})
+    return rows
+
+
+def ar_curve(run: Path, per_class: int, classifier) -> list[dict]:
+    from dar.data.codes import read_codes_index
+    from dar.pipeline import DARPipeline
+    from dar.training.checkpoints import list_checkpoints
+    from llama_ar import ARConfig, ARLossModule, VocabLayout, build_ar_model
+    from tokenizer import DARTokenizer
+
+    cfg = _run_config(run, "ar")
+    tok = DARTokenizer.from_pretrained(cfg.model.tokenizer_path).eval()
+    names = read_codes_index(cfg.data.path).class_names
+    layout = VocabLayout(tok.config.codebook_size, len(names), dict(enumerate(names)))
+    labels = [c for c in range(len(names)) for _ in range(per_class)]
+    rows = []
+    for step, path in list_checkpoints(run / "checkpoints"):
+        config = ARConfig.from_preset(
+            cfg.model.preset, num_tokens=tok.config.num_tokens, **cfg.model.overrides
+        )
+        model = build_ar_model(config, layout)
+        module = ARLossModule(model, class_dropout=config.class_dropout, token_dropout=config.token_dropout)
+        _load_state(module, path, None)
+        pipe = DARPipeline(tokenizer=tok, ar_model=model.eval())
+        with torch.no_grad():
+            out = pipe(labels, generator=torch.Generator().manual_seed(0), output_type="pt").images
+        acc = (classifier.predict(out * 2 - 1) == torch.tensor(labels)).float().mean().item()
+        rows.append({"part": "ar", "step": step, "sample_class_accuracy": acc, "samples": len(labels)})
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Two panels (tokenizer steps | AR steps), accuracy 0–100 %, drawn with PIL (no plotting dependency)."""
+    from PIL import Image, ImageDraw
+
+    width, height, pad = 300, 220, 40
+    canvas = Image.new("RGB", (2 * width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    panels = [
+        ("tokenizer: reconstructions", "tokenizer", "recon_class_accuracy", (200, 40, 40)),
+        ("prior: samples", "ar", "sample_class_accuracy", (40, 40, 200)),
+    ]
+    for i, (title, part, key, colour) in enumerate(panels):
+        x0, points = i * width, [(r["step"], r[key]) for r in rows if r["part"] == part]
+        left, right, top, bottom = x0 + pad, x0 + width - 12, 24, height - pad + 10
+        draw.text((x0 + pad, 6), title, fill="black")
+        draw.rectangle([left, top, right, bottom], outline="black")
+        for level in (0.0, 0.25, 0.5, 0.75, 1.0):
+            y = bottom - level * (bottom - top)
+            draw.line([left, y, right, y], fill=(220, 220, 220))
+            draw.text((x0 + 4, y - 6), f"{level:.0%}", fill="black")
+        if not points:
+            continue
+        last = max(s for s, _ in points)
+        xy = [(left + s / last * (right - left), bottom - a * (bottom - top)) for s, a in points]
+        draw.line(xy, fill=colour, width=2)
+        for x, y in xy:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.text((left, bottom + 6), "0", fill="black")
+        draw.text((right - 40, bottom + 6), f"step {last}", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from dar.demo import DEMO_CLASSIFIER, shipped
+    from dar.demo.animal_shapes import animal_shapes_uint8
+    from dar.demo.classifier import ShapeClassifier
+    from dar.images import from_uint8
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokenizer-run", type=Path, help="a train_tokenizer output_dir with checkpoints/")
+    parser.add_argument("--ar-run", type=Path, help="a train_llama_ar output_dir with checkpoints/")
+    parser.add_argument("--images", type=int, default=1000, help="test images for the reconstructions")
+    parser.add_argument("--per-class", type=int, default=20, help="samples per class for each AR checkpoint")
+    parser.add_argument("--png", type=Path, help="write the two-panel plot here")
+    args = parser.parse_args(argv)
+    if args.tokenizer_run is None and args.ar_run is None:
+        parser.error("give --tokenizer-run, --ar-run or both")
+    if args.images <= 0 or args.per_class <= 0:
+        parser.error("--images and --per-class must be positive")
+    for run in (args.tokenizer_run, args.ar_run):
+        if run is not None and not (run / "checkpoints").is_dir():
+            parser.error(f"{run} has no checkpoints/ folder: pass a training run's output_dir")
+    classifier = ShapeClassifier.from_pretrained(shipped(DEMO_CLASSIFIER, "demo classifier")).eval()
+    rows = []
+    if args.tokenizer_run is not None:
+        images, labels = animal_shapes_uint8("test")
+        images = from_uint8(images[: args.images])
+        rows += tokenizer_curve(args.tokenizer_run, images, torch.tensor(labels[: args.images]), classifier)
+    if args.ar_run is not None:
+        rows += ar_curve(args.ar_run, args.per_class, classifier)
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    if args.png is not None:
+        plot(rows, args.png)
+
+
+if __name__ == "__main__":
+    main()
