@@ -14,34 +14,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 import torch
 
-logger = logging.getLogger(__name__)
 
+def _load_state(module: torch.nn.Module, checkpoint: Path, ema_of: torch.nn.Module | None = None) -> None:
+    """The checkpoint's live weights (``model.safetensors``) and, with ``ema_of`` (the submodule the EMA averages),
+    its EMA (``ema.safetensors``) on top with the live buffers, as the recipe's export does. Both loads are strict."""
+    from safetensors.torch import load_file, load_model
 
-def _load_state(module: torch.nn.Module, checkpoint: Path, ema_prefix: str | None) -> None:
-    """The checkpoint's live weights (``model.safetensors``, strict) and, with ``ema_prefix``, its EMA on top."""
-    from safetensors.torch import load_file
-
+    from dar.training.ema import build_ema, ema_model_for_export
     from tokenizer.checkpoint import key_report
 
-    state = load_file(checkpoint / "model.safetensors")
-    problems = key_report(
-        {k: v.shape for k, v in module.state_dict().items()}, {k: v.shape for k, v in state.items()}
-    )
-    if problems:
-        raise ValueError(f"{checkpoint}/model.safetensors does not fit the run's config: {problems}")
-    module.load_state_dict(state, strict=True)
-    if ema_prefix is not None:
-        ema = load_file(checkpoint / "ema.safetensors")
-        params = dict(module.named_parameters())
-        for name, value in ema.items():  # parameters only: the buffers stay the live model's, as in the export
-            key = ema_prefix + name.removeprefix("module.")
-            if name.startswith("module.") and key in params:
-                params[key].data.copy_(value)
+    def strict_load(target: torch.nn.Module, path: Path) -> None:
+        expected = {k: v.shape for k, v in target.state_dict().items()}
+        problems = key_report(expected, {k: v.shape for k, v in load_file(path).items()})
+        if problems:
+            raise ValueError(f"{path} does not fit the run's config: {problems}")
+        load_model(target, path, strict=True)
+
+    strict_load(module, checkpoint / "model.safetensors")
+    if ema_of is not None:
+        ema = build_ema(ema_of, decay=0.5)  # the decay is unused: nothing is averaged here
+        strict_load(ema, checkpoint / "ema.safetensors")
+        averaged = ema_model_for_export(ema, ema_of)
+        ema_of.load_state_dict(averaged.state_dict(), strict=True)
 
 
 def _run_config(run: Path, kind: str):
@@ -61,7 +59,7 @@ def tokenizer_curve(run: Path, images: torch.Tensor, labels: torch.Tensor, class
     rows = []
     for step, path in list_checkpoints(run / "checkpoints"):
         tok = DARTokenizer.from_preset(cfg.model.preset, **cfg.model.overrides)
-        _load_state(TokenizerLossModule(tok), path, "tokenizer." if cfg.ema.enabled else None)
+        _load_state(TokenizerLossModule(tok), path, tok if cfg.ema.enabled else None)
         with torch.no_grad():
             rec = tok.eval().decode(tok.encode(images), generator=torch.Generator().manual_seed(1))
             acc = (classifier.predict(rec.clamp(-1, 1)) == labels).float().mean().item()
@@ -81,14 +79,12 @@ def ar_curve(run: Path, per_class: int, classifier) -> list[dict]:
     names = read_codes_index(cfg.data.path).class_names
     layout = VocabLayout(tok.config.codebook_size, len(names), dict(enumerate(names)))
     labels = [c for c in range(len(names)) for _ in range(per_class)]
+    config = ARConfig.from_preset(cfg.model.preset, num_tokens=tok.config.num_tokens, **cfg.model.overrides)
     rows = []
     for step, path in list_checkpoints(run / "checkpoints"):
-        config = ARConfig.from_preset(
-            cfg.model.preset, num_tokens=tok.config.num_tokens, **cfg.model.overrides
-        )
         model = build_ar_model(config, layout)
         module = ARLossModule(model, class_dropout=config.class_dropout, token_dropout=config.token_dropout)
-        _load_state(module, path, None)
+        _load_state(module, path)
         pipe = DARPipeline(tokenizer=tok, ar_model=model.eval())
         with torch.no_grad():
             out = pipe(labels, generator=torch.Generator().manual_seed(0), output_type="pt").images

@@ -81,11 +81,11 @@ def test_learning_curve_loads_a_checkpoints_ema_over_its_live_weights(tmp_path):
     save_model(live, str(tmp_path / "model.safetensors"))
     save_model(ema, str(tmp_path / "ema.safetensors"))
     loaded = TokenizerLossModule(DARTokenizer.from_preset("tiny", codebook_size=32))
-    _load_state(loaded, tmp_path, "tokenizer.")
+    _load_state(loaded, tmp_path, loaded.tokenizer)
     torch.testing.assert_close(dict(loaded.tokenizer.named_parameters()), dict(ema.module.named_parameters()))
     torch.testing.assert_close(dict(loaded.named_buffers()), dict(live.named_buffers()))
     with pytest.raises(ValueError, match="does not fit"):
-        _load_state(TokenizerLossModule(DARTokenizer.from_preset("tiny", codebook_size=16)), tmp_path, None)
+        _load_state(TokenizerLossModule(DARTokenizer.from_preset("tiny", codebook_size=16)), tmp_path)
 
 
 def test_learning_curve_plot_draws_both_panels(tmp_path):
