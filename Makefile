@@ -65,14 +65,17 @@ DEMO_LAUNCH = $(VENV)/bin/accelerate launch --cpu --num_cpu_threads_per_process 
 
 demo-train: $(STAMP)
 	$(DEMO_LAUNCH) recipes/train_tokenizer.py --config recipes/configs/demo_tokenizer.yaml
+	$(DEMO_LAUNCH) recipes/train_tokenizer.py --config recipes/configs/demo_tokenizer_stage2.yaml
 	$(DEMO_LAUNCH) recipes/extract_codes.py --config recipes/configs/demo_codes.yaml
 	$(DEMO_LAUNCH) recipes/train_llama_ar.py --config recipes/configs/demo_ar.yaml
 	rm -rf checkpoints/dar-animals && cp -r runs/demo_ar/export/pipeline checkpoints/dar-animals
 
-# The shipped DART demo (checkpoints/dart-animals): one recipe, EMA weights exported with the class names.
+# The shipped DART demo (checkpoints/dart-animals): one recipe in two stages (the second continues the first's
+# export), EMA weights exported with the class names.
 dart-train: $(STAMP)
 	$(DEMO_LAUNCH) recipes/train_dart.py --config recipes/configs/demo_dart.yaml
-	rm -rf checkpoints/dart-animals && cp -r runs/demo_dart/export/pipeline checkpoints/dart-animals
+	$(DEMO_LAUNCH) recipes/train_dart.py --config recipes/configs/demo_dart_stage2.yaml
+	rm -rf checkpoints/dart-animals && cp -r runs/demo_dart2/export/pipeline checkpoints/dart-animals
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -2,12 +2,14 @@
 against training step, from the checkpoints a ``make demo-train`` run keeps (``train.keep_last``).
 
 For every tokenizer checkpoint: its EMA weights (the export's) encode and decode the first ``--images`` test
-silhouettes (fixed noise); for every AR checkpoint: the pipeline of the run's exported tokenizer and that
-checkpoint's prior samples ``--per-class`` images per class at the pipeline's defaults (seed 0). Both are judged by
-the shipped demo classifier. Writes one JSON line per point on stdout and, with ``--png``, a two-panel plot.
+silhouettes (fixed noise). Several tokenizer runs are stages of one training (a later stage starts from an
+earlier one's export, ``model.init_from``): their steps add up, and when the first run given starts from an
+export, that export is the curve's first point (at ``--step-offset``, the steps trained before it). For every
+AR checkpoint: the pipeline of the run's exported tokenizer and that checkpoint's prior samples ``--per-class``
+images per class at the pipeline's defaults (seed 0). Both are judged by the shipped demo classifier. Writes one JSON line per point on stdout and, with ``--png``, a two-panel plot.
 
-Usage: ``python -m dar.bench.learning_curve --tokenizer-run runs/demo_tokenizer --ar-run runs/demo_ar
---png docs/demo_learning_curve.png``
+Usage: ``python -m dar.bench.learning_curve --tokenizer-run runs/demo_tokenizer runs/demo_tokenizer2
+--ar-run runs/demo_ar --png docs/demo_learning_curve.png``
 """
 
 from __future__ import annotations
@@ -51,19 +53,43 @@ def _run_config(run: Path, kind: str):
     )
 
 
-def tokenizer_curve(run: Path, images: torch.Tensor, labels: torch.Tensor, classifier) -> list[dict]:
+def _recon_accuracy(tok, images: torch.Tensor, labels: torch.Tensor, classifier) -> float:
+    with torch.no_grad():
+        rec = tok.eval().decode(tok.encode(images), generator=torch.Generator().manual_seed(1))
+        return (classifier.predict(rec.clamp(-1, 1)) == labels).float().mean().item()
+
+
+def tokenizer_curve(
+    run: Path,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classifier,
+    offset: int = 0,
+    with_init: bool = False,
+) -> list[dict]:
+    """Reconstruction accuracy per checkpoint of ``run`` at ``offset + step``; with ``with_init`` and a run that
+    starts from an export (``model.init_from``), that export too, at ``offset``."""
     from dar.training.checkpoints import list_checkpoints
     from tokenizer import DARTokenizer, TokenizerLossModule
 
     cfg = _run_config(run, "tokenizer")
+
+    def fresh():  # the architecture the run trained, as recipes/train_tokenizer.py builds it
+        if cfg.model.init_from:
+            return DARTokenizer.from_pretrained(cfg.model.init_from)
+        return DARTokenizer.from_preset(cfg.model.preset, **cfg.model.overrides)
+
     rows = []
+    if with_init and cfg.model.init_from:
+        acc = _recon_accuracy(fresh(), images, labels, classifier)
+        rows.append({"part": "tokenizer", "step": offset, "recon_class_accuracy": acc, "run": str(run)})
     for step, path in list_checkpoints(run / "checkpoints"):
-        tok = DARTokenizer.from_preset(cfg.model.preset, **cfg.model.overrides)
+        tok = fresh()
         _load_state(TokenizerLossModule(tok), path, tok if cfg.ema.enabled else None)
-        with torch.no_grad():
-            rec = tok.eval().decode(tok.encode(images), generator=torch.Generator().manual_seed(1))
-            acc = (classifier.predict(rec.clamp(-1, 1)) == labels).float().mean().item()
-        rows.append({"part": "tokenizer", "step": step, "recon_class_accuracy": acc})
+        acc = _recon_accuracy(tok, images, labels, classifier)
+        rows.append(
+            {"part": "tokenizer", "step": offset + step, "recon_class_accuracy": acc, "run": str(run)}
+        )
     return rows
 
 
@@ -133,7 +159,18 @@ def main(argv: list[str] | None = None) -> None:
     from dar.images import from_uint8
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tokenizer-run", type=Path, help="a train_tokenizer output_dir with checkpoints/")
+    parser.add_argument(
+        "--tokenizer-run",
+        type=Path,
+        nargs="+",
+        help="train_tokenizer output_dirs with checkpoints/, in stage order (each continues the previous)",
+    )
+    parser.add_argument(
+        "--step-offset",
+        type=int,
+        default=0,
+        help="tokenizer steps trained before the first --tokenizer-run (a stage whose run is gone)",
+    )
     parser.add_argument("--ar-run", type=Path, help="a train_llama_ar output_dir with checkpoints/")
     parser.add_argument("--images", type=int, default=1000, help="test images for the reconstructions")
     parser.add_argument("--per-class", type=int, default=20, help="samples per class for each AR checkpoint")
@@ -143,7 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give --tokenizer-run, --ar-run or both")
     if args.images <= 0 or args.per_class <= 0:
         parser.error("--images and --per-class must be positive")
-    for run in (args.tokenizer_run, args.ar_run):
+    if args.step_offset < 0:
+        parser.error(f"--step-offset must be >= 0, got {args.step_offset}")
+    for run in [*(args.tokenizer_run or []), args.ar_run]:
         if run is not None and not (run / "checkpoints").is_dir():
             parser.error(f"{run} has no checkpoints/ folder: pass a training run's output_dir")
     classifier = ShapeClassifier.from_pretrained(shipped(DEMO_CLASSIFIER, "demo classifier")).eval()
@@ -151,7 +190,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.tokenizer_run is not None:
         images, labels = animal_shapes_uint8("test")
         images = from_uint8(images[: args.images])
-        rows += tokenizer_curve(args.tokenizer_run, images, torch.tensor(labels[: args.images]), classifier)
+        offset, labels = args.step_offset, torch.tensor(labels[: args.images])
+        for i, run in enumerate(args.tokenizer_run):
+            rows += tokenizer_curve(run, images, labels, classifier, offset=offset, with_init=i == 0)
+            offset += _run_config(run, "tokenizer").train.max_steps
     if args.ar_run is not None:
         rows += ar_curve(args.ar_run, args.per_class, classifier)
     for row in rows:

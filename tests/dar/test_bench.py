@@ -103,3 +103,30 @@ def test_learning_curve_plot_draws_both_panels(tmp_path):
     assert image.size == (600, 220)
     colours = set(image.getdata())
     assert (200, 40, 40) in colours and (40, 40, 200) in colours  # one line per panel
+
+
+def test_learning_curve_starts_a_later_stage_at_its_init_export_and_offsets_its_steps(tmp_path):
+    from dar.bench.learning_curve import tokenizer_curve
+    from dar.training.config import TokenizerTrainingConfig
+    from dar.training.config_io import save_config
+    from tokenizer import DARTokenizer
+
+    torch.manual_seed(0)
+    tok = DARTokenizer.from_preset("tiny", codebook_size=32)
+    tok.save_pretrained(tmp_path / "stage1_export")
+    cfg = TokenizerTrainingConfig()
+    cfg.model.init_from = str(tmp_path / "stage1_export")
+    run = tmp_path / "stage2"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(cfg, run / "config.yaml")
+    size = tok.config.image_size
+    images = torch.rand(4, 3, size, size) * 2 - 1
+    labels = torch.tensor([0, 0, 1, 1])
+
+    class HalfRight:  # predicts class 0 for everything: right on exactly half of the labels
+        def predict(self, x):
+            return torch.zeros(len(x), dtype=torch.long)
+
+    rows = tokenizer_curve(run, images, labels, HalfRight(), offset=3200, with_init=True)
+    assert [(r["step"], r["recon_class_accuracy"]) for r in rows] == [(3200, 0.5)]
+    assert tokenizer_curve(run, images, labels, HalfRight(), offset=3200, with_init=False) == []
