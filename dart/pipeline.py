@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import numbers
 import os
 from collections.abc import Iterator, Sequence
@@ -62,15 +63,27 @@ class DARTPipeline(DiffusionPipeline):
         transformer: the :class:`dart.DARTModel` (its config carries ``id2label``).
         vae: a diffusers ``AutoencoderKL`` for a latent-space model (``config.space == "latent"``); ``None`` for a
             pixel-space model. Its ``scaling_factor`` (and ``shift_factor``) come from its own config.
+        default_cfg_scale: the guidance scale used when a call gives none (≥ 1; 1 turns guidance off). It is
+            saved in ``model_index.json``, so a folder carries the scale its model was tuned for (the recipe
+            exports ``sample.cfg_scale``).
     """
 
     model_cpu_offload_seq = "transformer->vae"
     _optional_components = ["vae"]
 
-    def __init__(self, transformer: DARTModel, vae=None):
+    def __init__(self, transformer: DARTModel, vae=None, default_cfg_scale: float = 4.0):
         super().__init__()
         if not isinstance(transformer, DARTModel):
             raise TypeError(f"transformer must be a dart.DARTModel, got {type(transformer).__name__}.")
+        if (
+            isinstance(default_cfg_scale, bool)
+            or not isinstance(default_cfg_scale, (int, float))
+            or not math.isfinite(default_cfg_scale)
+            or default_cfg_scale < 1
+        ):
+            raise ValueError(
+                f"default_cfg_scale must be a finite number >= 1 (1 turns guidance off), got {default_cfg_scale!r}."
+            )
         cfg = transformer.config
         if cfg.space == "latent":
             if vae is None:
@@ -90,6 +103,7 @@ class DARTPipeline(DiffusionPipeline):
                 "this DART model works in pixel space (space='pixel'): build the pipeline without a vae."
             )
         self.register_modules(transformer=transformer, vae=vae)
+        self.register_to_config(default_cfg_scale=float(default_cfg_scale))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -234,7 +248,7 @@ class DARTPipeline(DiffusionPipeline):
                 f"cfg_scale={cfg_scale} and guidance_scale={guidance_scale} disagree; guidance_scale is the "
                 "diffusers alias of cfg_scale, pass one of them."
             )
-        scale = next((s for s in (cfg_scale, guidance_scale) if s is not None), 4.0)
+        scale = next((s for s in (cfg_scale, guidance_scale) if s is not None), self.config.default_cfg_scale)
         labels = self._class_labels(class_labels, num_images_per_prompt)
         hook = getattr(self.transformer, "_hf_hook", None)
         if hook is not None and hasattr(hook, "pre_forward"):
@@ -262,8 +276,8 @@ class DARTPipeline(DiffusionPipeline):
 
         Args:
             class_labels: class ids (int, list or 1-D int tensor) or class names.
-            cfg_scale: guidance scale on x̂_0 (default 4.0; the last level's scale of a linear schedule); 1 turns
-                guidance off.
+            cfg_scale: guidance scale on x̂_0 (default: the pipeline's ``default_cfg_scale``; the last level's
+                scale of a linear schedule); 1 turns guidance off.
             cfg_schedule: "constant", or "linear" from ``cfg_scale_start`` (noisiest level) to ``cfg_scale``.
             cfg_scale_start: first scale of the linear schedule.
             guidance_scale: diffusers' name for ``cfg_scale`` (pass one of the two).

@@ -82,7 +82,10 @@ def main(cfg: DARTTrainingConfig) -> dict:
 
     export_dir = run.output_dir / "export" / "pipeline"
     if run.accelerator.is_main_process:
-        DARTPipeline(transformer=export_model(loop).eval(), vae=vae).save_pretrained(export_dir)
+        pipe = DARTPipeline(
+            transformer=export_model(loop).eval(), vae=vae, default_cfg_scale=cfg.sample.cfg_scale
+        )
+        pipe.save_pretrained(export_dir)
         logger.info("exported %s DART weights to %s", "EMA" if loop.ema is not None else "raw", export_dir)
     return finish(run, result, export_dir)
 

@@ -282,7 +282,8 @@ class DARTModelConfig:
 
 @dataclass
 class DARTSampleConfig:
-    """Sampling settings of the periodic sample grids (see ``dart.DARTPipeline.__call__``)."""
+    """Sampling settings of the periodic sample grids (see ``dart.DARTPipeline.__call__``); ``cfg_scale`` is also
+    the exported pipeline's ``default_cfg_scale``."""
 
     cfg_scale: float = 4.0
     cfg_schedule: Literal["constant", "linear"] = "constant"

@@ -1,5 +1,7 @@
 """DARTPipeline end to end on tiny random models: call, stream, class names, save / load, the latent (VAE) option."""
 
+import json
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -185,3 +187,30 @@ def test_encode_images_in_pixel_space(pipe):
     assert torch.equal(pipe.encode_images(images), images)
     with pytest.raises(ValueError, match="\\[-1, 1\\]"):
         pipe.encode_images(images * 3)
+
+
+def test_default_cfg_scale_travels_with_the_folder_and_applies_when_a_call_gives_none(make_model, tmp_path):
+    model = make_model("dart", id2label=NAMES)
+    pipe = DARTPipeline(transformer=model, default_cfg_scale=7.0)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path)
+    loaded = DARTPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.default_cfg_scale == 7.0
+    implicit = loaded([0, 1], generator=_gen(), output_type="pt").images
+    explicit = loaded([0, 1], cfg_scale=7.0, generator=_gen(), output_type="pt").images
+    plain = loaded([0, 1], cfg_scale=4.0, generator=_gen(), output_type="pt").images
+    torch.testing.assert_close(implicit, explicit)
+    assert not torch.allclose(implicit, plain)
+    assert [s.cfg_scale for s in loaded.stream([0], generator=_gen())] == [7.0] * model.config.num_levels
+    index = tmp_path / "model_index.json"  # a folder saved before the option existed keeps guidance 4
+    index.write_text(
+        json.dumps({k: v for k, v in json.loads(index.read_text()).items() if k != "default_cfg_scale"})
+    )
+    assert DARTPipeline.from_pretrained(tmp_path).config.default_cfg_scale == 4.0
+
+
+@pytest.mark.parametrize("bad", [0.5, float("nan"), "7", True])
+def test_default_cfg_scale_is_validated(make_model, bad):
+    with pytest.raises(ValueError, match="default_cfg_scale"):
+        DARTPipeline(transformer=make_model("dart", id2label=NAMES), default_cfg_scale=bad)
