@@ -8,6 +8,7 @@ recipe. YAML files in ``recipes/configs/`` map one-to-one onto these dataclasses
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -164,6 +165,13 @@ class TokenizerModelConfig:
     init_from: str | None = None
     gradient_checkpointing: bool = False
 
+    def __post_init__(self) -> None:
+        if self.init_from and self.overrides:
+            raise ValueError(
+                f"model.overrides {sorted(self.overrides)} do not apply to model.init_from={self.init_from!r}: the "
+                "export's own config sets the architecture. Drop the overrides, or train from the preset."
+            )
+
 
 @dataclass
 class TokenizerLossConfig:
@@ -279,15 +287,31 @@ class DARTModelConfig:
     init_from: str | None = None
     vae: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.init_from and self.overrides:
+            raise ValueError(
+                f"model.overrides {sorted(self.overrides)} do not apply to model.init_from={self.init_from!r}: the "
+                "export's own config sets the architecture. Drop the overrides, or train from the preset."
+            )
+
 
 @dataclass
 class DARTSampleConfig:
     """Sampling settings of the periodic sample grids (see ``dart.DARTPipeline.__call__``); ``cfg_scale`` is also
-    the exported pipeline's ``default_cfg_scale``."""
+    the exported pipeline's ``default_cfg_scale`` (the guidance a call without ``cfg_scale`` uses; a linear
+    schedule is exported as its final scale, constant)."""
 
     cfg_scale: float = 4.0
     cfg_schedule: Literal["constant", "linear"] = "constant"
     cfg_scale_start: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (
+            not math.isfinite(self.cfg_scale) or self.cfg_scale < 1
+        ):  # checked now, not at the export after training
+            raise ValueError(
+                f"sample.cfg_scale must be a finite number >= 1 (1: no guidance), got {self.cfg_scale}"
+            )
 
 
 @dataclass

@@ -31,6 +31,14 @@ def test_config_parses_and_names_known_presets(path):
     from tokenizer import TOKENIZER_PRESETS
 
     cfg = load_config(path, _class_for(path))
+    if getattr(
+        getattr(cfg, "model", None), "init_from", None
+    ):  # a later stage: the export sets the architecture
+        assert cfg.model.init_from.startswith("runs/") and cfg.model.init_from.endswith(
+            ("tokenizer", "transformer")
+        )
+        assert not cfg.model.overrides, "overrides do not apply to an init_from export"
+        return
     if isinstance(cfg, TokenizerTrainingConfig):
         assert cfg.model.preset in TOKENIZER_PRESETS
         assert cfg.data.image_size == TOKENIZER_PRESETS[cfg.model.preset].image_size
@@ -52,6 +60,9 @@ def test_expected_configs_exist():
         "demo_tokenizer.yaml",
         "demo_codes.yaml",
         "demo_ar.yaml",
+        "demo_tokenizer_stage2.yaml",
+        "demo_dart.yaml",
+        "demo_dart_stage2.yaml",
         "tokenizer_v1.yaml",
         "ar_l.yaml",
         "ar_xl.yaml",
@@ -88,3 +99,21 @@ def test_accelerate_configs_are_valid_yaml(path):
     assert (
         data["distributed_type"] in {"MULTI_GPU", "FSDP", "DEEPSPEED"} and data["mixed_precision"] == "bf16"
     )
+
+
+@pytest.mark.parametrize("scale", [0.5, float("inf")])
+def test_dart_sample_guidance_is_checked_when_the_config_is_read(scale):
+    with pytest.raises(ValueError, match="sample.cfg_scale"):
+        load_config(CONFIGS / "tiny_dart.yaml", DARTTrainingConfig, [f"sample.cfg_scale={scale}"])
+
+
+@pytest.mark.parametrize(
+    "path,override",
+    [
+        ("demo_tokenizer_stage2.yaml", "model.overrides.num_steps=4"),
+        ("demo_dart_stage2.yaml", "model.overrides.attention=own_level"),
+    ],
+)
+def test_overrides_on_an_init_from_export_are_refused_not_ignored(path, override):
+    with pytest.raises(ValueError, match="do not apply to model.init_from"):
+        load_config(CONFIGS / path, _class_for(CONFIGS / path), [override])
