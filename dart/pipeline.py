@@ -10,11 +10,9 @@ skips decoding the intermediate previews.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import numbers
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
+from dart.folders import check_pipeline_folder
 from dart.model import DARTModel
 from dart.sampling import LevelStep, iter_levels
 
@@ -109,30 +108,16 @@ class DARTPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """diffusers' loader, after checking a folder (a DARTPipeline, intact weights). A missing path goes to the
         Hub only as an id ``owner/name`` whose ``owner`` is no local folder; else ``FileNotFoundError``."""
-        text = os.path.expanduser(os.fspath(pretrained_model_name_or_path))
-        folder, parts = Path(text), text.split("/")
-        if not folder.exists():
-            if folder.is_absolute() or text.startswith(".") or len(parts) != 2 or Path(parts[0]).is_dir():
-                raise FileNotFoundError(f"no DART pipeline folder at {text}: pass a save_pretrained folder")
-            try:
-                return super().from_pretrained(text, **kwargs)
-            except OSError as error:  # not cached while offline, unknown repo, network
-                raise FileNotFoundError(
-                    f"{text} is not a local folder and could not be loaded from the Hugging Face Hub "
-                    f"({type(error).__name__}): check the id, the network and HF_HUB_OFFLINE, or pass a local folder"
-                ) from None
-        index = folder / "model_index.json"
+        folder = check_pipeline_folder(pretrained_model_name_or_path, cls.__name__)
+        if isinstance(folder, Path):
+            return super().from_pretrained(folder, **kwargs)
         try:
-            found = json.loads(index.read_text()).get("_class_name") if index.is_file() else cls.__name__
-        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            raise ValueError(f"{index} is not valid JSON: re-export it with save_pretrained") from None
-        if found != cls.__name__:
-            raise ValueError(
-                f"{folder} holds a {found}, not a {cls.__name__}: load it with dar.loading.load_pipeline"
-            )
-        for file in sorted(folder.glob("*/*.safetensors")):
-            _check_safetensors(file)
-        return super().from_pretrained(folder, **kwargs)
+            return super().from_pretrained(folder, **kwargs)
+        except OSError as error:  # not cached while offline, unknown repo, network
+            raise FileNotFoundError(
+                f"{folder} is not a local folder and could not be loaded from the Hugging Face Hub "
+                f"({type(error).__name__}): check the id, the network and HF_HUB_OFFLINE, or pass a local folder"
+            ) from None
 
     # ------------------------------------------------------------------ labels
 
@@ -389,19 +374,6 @@ class DARTPipeline(DiffusionPipeline):
                     x0=step.x0,
                     cfg_scale=step.cfg_scale,
                 )
-
-
-def _check_safetensors(file: Path) -> None:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(file), "pt"):
-            pass
-    except Exception as error:  # SafetensorError, OSError: a damaged or foreign file
-        raise ValueError(
-            f"{file} is damaged or not a safetensors file ({file.stat().st_size} bytes; {error}): re-download it, "
-            "or re-export it with save_pretrained"
-        ) from None
 
 
 def _refuse_options(unknown: dict) -> None:
