@@ -173,7 +173,9 @@ class TokenizerConfig:
                 f"got {self.decoder_condition_context!r}"
             )
         if not isinstance(self.decoder_condition_tokens, bool):
-            raise ValueError(f"decoder_condition_tokens must be a bool, got {self.decoder_condition_tokens!r}")
+            raise ValueError(
+                f"decoder_condition_tokens must be a bool, got {self.decoder_condition_tokens!r}"
+            )
         if not isinstance(self.decoder_position_embedding, bool):
             raise ValueError(
                 f"decoder_position_embedding must be a bool, got {self.decoder_position_embedding!r}"

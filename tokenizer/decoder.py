@@ -102,7 +102,9 @@ class SiTBlock(nn.Module):
             h = self.norm(x)
         shift1, scale1, gate1, shift2, scale2, gate2 = self._modulation(t_emb + guidance).chunk(6, dim=-1)
         # scale1/scale2 already include the +1 of x·(1 + scale) + shift (folded into the bias below).
-        x = torch.addcmul(x, gate1, self.attention(torch.addcmul(shift1, h, scale1), rope=rope, attn_mask=self_mask))
+        x = torch.addcmul(
+            x, gate1, self.attention(torch.addcmul(shift1, h, scale1), rope=rope, attn_mask=self_mask)
+        )
         return torch.addcmul(x, gate2, self.mlp(torch.addcmul(shift2, self.norm(x), scale2)))
 
     def _modulation(self, x: Tensor) -> Tensor:

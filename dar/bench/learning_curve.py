@@ -175,9 +175,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=1000, help="test images for the reconstructions")
     parser.add_argument("--per-class", type=int, default=20, help="samples per class for each AR checkpoint")
     parser.add_argument("--png", type=Path, help="write the two-panel plot here")
+    parser.add_argument(
+        "--rows",
+        type=Path,
+        nargs="+",
+        help="JSON lines printed by earlier runs of this command (e.g. of a run folder since deleted): plotted with "
+        "the new rows, not printed again",
+    )
     args = parser.parse_args(argv)
-    if args.tokenizer_run is None and args.ar_run is None:
-        parser.error("give --tokenizer-run, --ar-run or both")
+    if args.tokenizer_run is None and args.ar_run is None and args.rows is None:
+        parser.error("give --tokenizer-run, --ar-run, --rows or several of them")
     if args.images <= 0 or args.per_class <= 0:
         parser.error("--images and --per-class must be positive")
     if args.step_offset < 0:
@@ -185,8 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     for run in [*(args.tokenizer_run or []), args.ar_run]:
         if run is not None and not (run / "checkpoints").is_dir():
             parser.error(f"{run} has no checkpoints/ folder: pass a training run's output_dir")
-    classifier = ShapeClassifier.from_pretrained(shipped(DEMO_CLASSIFIER, "demo classifier")).eval()
+    earlier = [row for file in args.rows or [] for row in _read_rows(file, parser)]
     rows = []
+    if args.tokenizer_run is not None or args.ar_run is not None:
+        classifier = ShapeClassifier.from_pretrained(shipped(DEMO_CLASSIFIER, "demo classifier")).eval()
     if args.tokenizer_run is not None:
         images, labels = animal_shapes_uint8("test")
         images = from_uint8(images[: args.images])
@@ -199,7 +208,24 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         print(json.dumps(row), flush=True)
     if args.png is not None:
-        plot(rows, args.png)
+        plot(earlier + rows, args.png)
+
+
+def _read_rows(file: Path, parser: argparse.ArgumentParser) -> list[dict]:
+    if not file.is_file():
+        parser.error(f"--rows: no file at {file}")
+    keys, rows = {"tokenizer": "recon_class_accuracy", "ar": "sample_class_accuracy"}, []
+    for line in filter(str.strip, file.read_text().splitlines()):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or keys.get(row.get("part")) not in row or "step" not in row:
+            parser.error(
+                f"--rows: {file} has a line that is not a row printed by this command: {line[:80]!r}"
+            )
+        rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":

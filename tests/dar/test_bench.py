@@ -105,6 +105,34 @@ def test_learning_curve_plot_draws_both_panels(tmp_path):
     assert (200, 40, 40) in colours and (40, 40, 200) in colours  # one line per panel
 
 
+def test_learning_curve_plots_rows_of_earlier_runs_and_refuses_foreign_lines(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from dar.bench.learning_curve import main
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        json.dumps({"part": "tokenizer", "step": 500, "recon_class_accuracy": 0.5})
+        + "\n\n"
+        + json.dumps({"part": "ar", "step": 500, "sample_class_accuracy": 0.25})
+        + "\n"
+    )
+    main(["--rows", str(rows), "--png", str(tmp_path / "curve.png")])
+    assert capsys.readouterr().out == ""  # earlier rows are plotted, not printed again
+    colours = set(Image.open(tmp_path / "curve.png").convert("RGB").getdata())
+    assert (200, 40, 40) in colours and (40, 40, 200) in colours
+    rows.write_text('{"part": "ar", "step": 5}\n')  # no accuracy
+    with pytest.raises(SystemExit):
+        main(["--rows", str(rows)])
+    assert "not a row printed by this command" in capsys.readouterr().err
+    rows.write_text("step 500: 50 %\n")
+    with pytest.raises(SystemExit):
+        main(["--rows", str(rows)])
+    assert "not a row printed by this command" in capsys.readouterr().err
+
+
 def test_learning_curve_starts_a_later_stage_at_its_init_export_and_offsets_its_steps(tmp_path):
     from dar.bench.learning_curve import tokenizer_curve
     from dar.training.config import TokenizerTrainingConfig

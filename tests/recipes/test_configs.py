@@ -63,10 +63,29 @@ def test_expected_configs_exist():
         "demo_tokenizer_stage2.yaml",
         "demo_dart.yaml",
         "demo_dart_stage2.yaml",
+        "demo_dart_markov.yaml",
+        "demo_dart_fm.yaml",
         "tokenizer_v1.yaml",
         "ar_l.yaml",
         "ar_xl.yaml",
     } <= names
+
+
+@pytest.mark.parametrize(
+    "name, model, steps",
+    [
+        ("demo_dart_markov.yaml", {"preset": "demo", "overrides": {"attention": "own_level"}}, 4000),
+        ("demo_dart_fm.yaml", {"preset": "demo", "overrides": {"variant": "dart_fm"}}, 1750),
+    ],
+)
+def test_side_by_side_configs_change_only_the_model_and_steps_of_the_dart_demo(name, model, steps):
+    # the README compares them with demo_dart.yaml's export: same data, optimiser, EMA, seed and guidance
+    base, other = (yaml.safe_load((CONFIGS / n).read_text()) for n in ("demo_dart.yaml", name))
+    assert other.pop("model") == model and base.pop("model") == {"preset": "demo"}
+    assert other["train"].pop("max_steps") == steps and base["train"].pop("max_steps") == 4000
+    for key in ("output_dir", "sample_every"):  # where it writes, and how often it draws a grid
+        other["train"].pop(key), base["train"].pop(key)
+    assert other == base
 
 
 def test_tokenizer_v1_has_paper_hyperparameters():
