@@ -306,9 +306,8 @@ class DARTSampleConfig:
     cfg_scale_start: float = 1.0
 
     def __post_init__(self) -> None:
-        if (
-            not math.isfinite(self.cfg_scale) or self.cfg_scale < 1
-        ):  # checked now, not at the export after training
+        # checked when the config is read, not at the export after the training
+        if not math.isfinite(self.cfg_scale) or self.cfg_scale < 1:
             raise ValueError(
                 f"sample.cfg_scale must be a finite number >= 1 (1: no guidance), got {self.cfg_scale}"
             )
