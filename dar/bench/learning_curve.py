@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.tokenizer_run is None and args.ar_run is None and args.rows is None:
         parser.error("give --tokenizer-run, --ar-run, --rows or several of them")
+    if args.rows and args.png is None:
+        parser.error("--rows only feeds the plot: add --png FILE")
     if args.images <= 0 or args.per_class <= 0:
         parser.error("--images and --per-class must be positive")
     if args.step_offset < 0:

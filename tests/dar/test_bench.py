@@ -123,13 +123,16 @@ def test_learning_curve_plots_rows_of_earlier_runs_and_refuses_foreign_lines(tmp
     assert capsys.readouterr().out == ""  # earlier rows are plotted, not printed again
     colours = set(Image.open(tmp_path / "curve.png").convert("RGB").getdata())
     assert (200, 40, 40) in colours and (40, 40, 200) in colours
-    rows.write_text('{"part": "ar", "step": 5}\n')  # no accuracy
     with pytest.raises(SystemExit):
         main(["--rows", str(rows)])
+    assert "add --png" in capsys.readouterr().err
+    rows.write_text('{"part": "ar", "step": 5}\n')  # no accuracy
+    with pytest.raises(SystemExit):
+        main(["--rows", str(rows), "--png", str(tmp_path / "x.png")])
     assert "not a row printed by this command" in capsys.readouterr().err
     rows.write_text("step 500: 50 %\n")
     with pytest.raises(SystemExit):
-        main(["--rows", str(rows)])
+        main(["--rows", str(rows), "--png", str(tmp_path / "x.png")])
     assert "not a row printed by this command" in capsys.readouterr().err
 
 
