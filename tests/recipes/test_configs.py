@@ -65,6 +65,7 @@ def test_expected_configs_exist():
         "demo_dart_stage2.yaml",
         "demo_dart_markov.yaml",
         "demo_dart_fm.yaml",
+        "demo_dart_ar.yaml",
         "tokenizer_v1.yaml",
         "ar_l.yaml",
         "ar_xl.yaml",
@@ -76,6 +77,7 @@ def test_expected_configs_exist():
     [
         ("demo_dart_markov.yaml", {"preset": "demo", "overrides": {"attention": "own_level"}}, 4000),
         ("demo_dart_fm.yaml", {"preset": "demo", "overrides": {"variant": "dart_fm"}}, 1750),
+        ("demo_dart_ar.yaml", {"preset": "demo", "overrides": {"variant": "dart_ar"}}, 4000),
     ],
 )
 def test_side_by_side_configs_change_only_the_model_and_steps_of_the_dart_demo(name, model, steps):
