@@ -119,6 +119,10 @@ def ar_curve(run: Path, per_class: int, classifier) -> list[dict]:
     return rows
 
 
+# the accuracy each part's rows carry (tokenizer_curve and ar_curve write them, plot and --rows read them)
+ACCURACY_KEYS = {"tokenizer": "recon_class_accuracy", "ar": "sample_class_accuracy"}
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """Two panels (tokenizer steps | AR steps), accuracy 0–100 %, drawn with PIL (no plotting dependency)."""
     from PIL import Image, ImageDraw
@@ -127,10 +131,11 @@ def plot(rows: list[dict], path: Path) -> None:
     canvas = Image.new("RGB", (2 * width, height), "white")
     draw = ImageDraw.Draw(canvas)
     panels = [
-        ("tokenizer: reconstructions", "tokenizer", "recon_class_accuracy", (200, 40, 40)),
-        ("prior: samples", "ar", "sample_class_accuracy", (40, 40, 200)),
+        ("tokenizer: reconstructions", "tokenizer", (200, 40, 40)),
+        ("prior: samples", "ar", (40, 40, 200)),
     ]
-    for i, (title, part, key, colour) in enumerate(panels):
+    for i, (title, part, colour) in enumerate(panels):
+        key = ACCURACY_KEYS[part]
         x0, points = i * width, [(r["step"], r[key]) for r in rows if r["part"] == part]
         left, right, top, bottom = x0 + pad, x0 + width - 12, 24, height - pad + 10
         draw.text((x0 + pad, 6), title, fill="black")
@@ -216,13 +221,13 @@ def main(argv: list[str] | None = None) -> None:
 def _read_rows(file: Path, parser: argparse.ArgumentParser) -> list[dict]:
     if not file.is_file():
         parser.error(f"--rows: no file at {file}")
-    keys, rows = {"tokenizer": "recon_class_accuracy", "ar": "sample_class_accuracy"}, []
+    rows = []
     for line in filter(str.strip, file.read_text().splitlines()):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             row = None
-        if not isinstance(row, dict) or keys.get(row.get("part")) not in row or "step" not in row:
+        if not isinstance(row, dict) or ACCURACY_KEYS.get(row.get("part")) not in row or "step" not in row:
             parser.error(
                 f"--rows: {file} has a line that is not a row printed by this command: {line[:80]!r}"
             )
