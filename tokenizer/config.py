@@ -16,6 +16,7 @@ Defaults live here and only here; presets are instances of this dataclass.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -73,7 +74,15 @@ class TokenizerConfig:
         regression_weight: weight of an auxiliary training term (ours; 0 = off, the official objective): a
             deterministic decoder (``regressor``, same size as the pixel decoder, prefix context and residual
             path and absolute positions, input zeros at t = 0) regresses the image from the conditions of groups 0…g, so the early
-            codes get a direct gradient to carry the coarse shape. Training only; decoding never uses it.
+            codes get a direct gradient to carry the coarse shape. Training only, unless
+            ``decoder_estimate_input`` is set.
+        regression_all_groups: also regress the image from the conditions of all groups in the same step (ours;
+            a second regressor forward; the MSE adds to the prefix one): the plain regression of issue #17's
+            bound, which carries the shape into the codes fast.
+        decoder_estimate_input: also feed the pixel decoder the regressor's image estimate from the conditions
+            the step sees (ours; needs ``regression_weight > 0``): step k's estimate uses groups 0…k only, so
+            decoding stays streamable, and the flow decoder refines a placed shape instead of placing it from
+            cross-attention alone. Costs one regressor forward per decode step.
         rotation_trick: pass gradients through the VQ with the rotation trick instead of the
             straight-through estimator (the official code uses straight-through).
     """
@@ -113,6 +122,8 @@ class TokenizerConfig:
     decoder_position_embedding: bool = False
     decoder_condition_tokens: bool = False
     regression_weight: float = 0.0
+    regression_all_groups: bool = False
+    decoder_estimate_input: bool = False
 
     def __post_init__(self) -> None:
         if self.position_table_size is None:
@@ -187,6 +198,19 @@ class TokenizerConfig:
         weight = self.regression_weight
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < float("inf"):
             raise ValueError(f"regression_weight must be a finite number >= 0, got {weight!r}")
+        if not isinstance(self.decoder_estimate_input, bool):
+            raise ValueError(f"decoder_estimate_input must be a bool, got {self.decoder_estimate_input!r}")
+        if not isinstance(self.regression_all_groups, bool):
+            raise ValueError(f"regression_all_groups must be a bool, got {self.regression_all_groups!r}")
+        if self.regression_all_groups and weight == 0:
+            raise ValueError(
+                "regression_all_groups adds to the regression term: set regression_weight > 0 (e.g. 1.0)"
+            )
+        if self.decoder_estimate_input and weight == 0:
+            raise ValueError(
+                "decoder_estimate_input feeds the decoder the regressor's estimate: set regression_weight > 0 "
+                "(e.g. 1.0) to build and train the regressor"
+            )
         if self.sampler not in {s.value for s in Sampler}:
             raise ValueError(f"sampler must be one of {[s.value for s in Sampler]}, got {self.sampler!r}")
         object.__setattr__(self, "sampler", Sampler(self.sampler).value)  # a plain str in config.json
@@ -215,6 +239,7 @@ class TokenizerConfig:
             decoder_condition_context="prefix",
             decoder_condition_residual=True,
             decoder_position_embedding=True,
+            decoder_estimate_input=False,
             repa_layer=None,
         )
 
@@ -307,3 +332,18 @@ TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
         time_shift=3.0,
     ),
 }
+
+
+def takes_config_fields(init):
+    """Give ``__init__(self, **fields)`` the explicit keyword signature of :class:`TokenizerConfig`.
+
+    diffusers' ``register_to_config`` and ``from_config`` read the init signature to know which config keys to
+    record and pass; this keeps the defaults in one place (the dataclass).
+    """
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        for f in dataclasses.fields(TokenizerConfig)
+    ]
+    init.__signature__ = inspect.Signature(params)
+    return init

@@ -12,6 +12,7 @@ Implements the diffusion decoder of D-AR (Gao & Shou 2025) §3.1–3.2 as descri
   2-D RoPE over the token grid; ``decoder_position_embedding=True`` (ours) adds learned absolute positions;
   ``decoder_condition_tokens=True`` (ours) also appends the conditions to the self-attention sequence as
   extra tokens (identity rotation), in-context as in DiT's in-context variant, dropped before ``conv_out``;
+  ``decoder_estimate_input=True`` (ours) adds ``estimate_in`` of a patched image estimate to the image tokens;
 - a final parameter-free LayerNorm and the zero-initialised ``conv_out`` give the velocity;
 - an optional REPA head maps the features *entering* block ``repa_layer``, average-pooled to a
   ``repa_grid × repa_grid`` grid, to the target feature width (training only).
@@ -130,6 +131,7 @@ class PixelDecoder(nn.Module):
         self.norm = parameter_free_layer_norm(dim)
         self.conv_in = nn.Linear(3 * patch * patch, dim)
         self.conv_out = nn.Linear(dim, 3 * patch * patch)
+        self.estimate_in = nn.Linear(3 * patch * patch, dim) if config.decoder_estimate_input else None
         self.pos_embed = None
         if config.decoder_position_embedding:
             self.pos_embed = nn.Parameter(torch.zeros(1, config.decoder_grid**2, dim))
@@ -171,6 +173,7 @@ class PixelDecoder(nn.Module):
         cond: Tensor,
         return_repa: bool = False,
         cond_mask: Tensor | None = None,
+        estimate: Tensor | None = None,
     ) -> DecoderOutput:
         """Predict the velocity.
 
@@ -181,6 +184,8 @@ class PixelDecoder(nn.Module):
             return_repa: also compute the REPA head output (needs a REPA head).
             cond_mask: optional (B, M) boolean mask of the conditions each image may attend to (training with
                 ``decoder_condition_context="prefix"``: the images of a batch are at different groups).
+            estimate: (B, 3, H, W) image estimate from the same conditions; required with
+                ``decoder_estimate_input``, refused without it.
 
         Returns:
             :class:`DecoderOutput`.
@@ -188,6 +193,11 @@ class PixelDecoder(nn.Module):
         if return_repa and self.repa_out is None:
             raise ValueError(
                 "this tokenizer has no REPA head (repa_layer=None); build it with repa_layer set"
+            )
+        if (estimate is None) != (self.estimate_in is None):
+            raise ValueError(
+                "pass estimate= exactly when the decoder was built with decoder_estimate_input=True "
+                f"(it was built with {self.estimate_in is not None})"
             )
         b, _, h, w = x_t.shape
         gh, gw = h // self.patch_size, w // self.patch_size
@@ -201,6 +211,8 @@ class PixelDecoder(nn.Module):
             grid = torch.ones(b, gh * gw, dtype=torch.bool, device=x_t.device)
             self_mask = torch.cat([grid, cond_mask], dim=1)[:, None, None, :]  # (B, 1, 1, L + M)
         tokens = self.conv_in(patchify(x_t, self.patch_size))  # (B, L, D), L = gh·gw
+        if estimate is not None:
+            tokens = tokens + self.estimate_in(patchify(estimate.to(tokens.dtype), self.patch_size))
         if self.pos_embed is not None:
             if tokens.shape[1] != self.pos_embed.shape[1]:
                 raise ValueError(

@@ -9,12 +9,10 @@ the end, so the two cannot drift apart. Saved and loaded through diffusers (``co
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import fields
 from typing import Any
 
 import torch
@@ -27,7 +25,7 @@ from torch import Tensor
 
 from tokenizer.checkpoint import drop_diffusers_loader_options, load_weights, resolve_folder
 from tokenizer.conditioning import ConditionNetwork
-from tokenizer.config import TOKENIZER_PRESETS, TokenizerConfig
+from tokenizer.config import TOKENIZER_PRESETS, TokenizerConfig, takes_config_fields
 from tokenizer.decoder import PixelDecoder
 from tokenizer.encoder import TokenEncoder
 from tokenizer.flow import (
@@ -48,21 +46,6 @@ from tokenizer.sampler import DecodeStep, Sampler, sampler_step
 logger = logging.getLogger(__name__)
 
 
-def _takes_config_fields(init):
-    """Give ``__init__(self, **fields)`` the explicit keyword signature of :class:`TokenizerConfig`.
-
-    diffusers' ``register_to_config`` and ``from_config`` read the init signature to know which config keys to
-    record and pass; this keeps the defaults in one place (the dataclass).
-    """
-    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    params += [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
-        for f in fields(TokenizerConfig)
-    ]
-    init.__signature__ = inspect.Signature(params)
-    return init
-
-
 class DARTokenizer(ModelMixin, ConfigMixin):
     """Sequential diffusion tokenizer: encoder + cosine VQ + causal condition network + pixel flow decoder.
 
@@ -76,7 +59,7 @@ class DARTokenizer(ModelMixin, ConfigMixin):
     """Run ``encode`` and the decode steps' fp32 CPU linears through oneDNN (:mod:`tokenizer.kernels`)."""
 
     @register_to_config
-    @_takes_config_fields
+    @takes_config_fields
     def __init__(self, **config_fields: Any) -> None:
         super().__init__()
         config = TokenizerConfig.from_dict(config_fields)
@@ -86,7 +69,7 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         self.quantizer = VectorQuantizer(config)
         self.conditioning = ConditionNetwork(config)
         self.decoder = PixelDecoder(config)
-        # the auxiliary regressor of ``regression_weight`` (training only); absent at the official setting
+        # the auxiliary regressor of ``regression_weight`` (decode uses it with decoder_estimate_input only)
         self.regressor = PixelDecoder(config.regressor_config()) if config.regression_weight > 0 else None
 
     # ------------------------------------------------------------------ construction and loading
@@ -327,7 +310,13 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             cond = self.conditioning(self.quantizer.lookup(codes).to(x.dtype))
             # The group's conditions (B, tps, D), or with the "prefix" context those of groups 0…index.
             first = 0 if self.config.decoder_condition_context == "prefix" else index * tps
-            velocity = self.decoder(x, t.expand(x.shape[0]), cond[:, first : (index + 1) * tps]).velocity
+            estimate = None
+            if self.config.decoder_estimate_input:  # from groups 0…index, as in training
+                zeros = torch.zeros_like(x)
+                estimate = self.regressor(zeros, zeros[:, 0, 0, 0], cond[:, : (index + 1) * tps]).velocity
+            velocity = self.decoder(
+                x, t.expand(x.shape[0]), cond[:, first : (index + 1) * tps], estimate=estimate
+            ).velocity
         preview = clean_estimate(x, velocity, t) / self.config.data_scale
         x_next = sampler_step(sampler, x, velocity, previous_velocity, t, t_next)
         return x_next, velocity, preview
@@ -371,7 +360,10 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         mask = (
             torch.arange(cfg.num_tokens, device=self.device)[None] < ((groups + 1) * tps)[:, None]
         )  # (B, N)
-        quantized = self.quantizer.quantize(self.encoder(images), mask=mask)
+        # every token reaches a loss when the regressor also sees all groups; else those of groups 0…g only
+        quantized = self.quantizer.quantize(
+            self.encoder(images), mask=None if cfg.regression_all_groups else mask
+        )
         conditions = self.conditioning(quantized.vectors.to(self.dtype))  # (B, N, D)
         if cfg.decoder_condition_context == "prefix":
             cond, cond_mask = conditions, mask  # groups 0…g of each image; the condition network is causal
@@ -381,7 +373,13 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         data = scale_images(images, cfg.data_scale)
         noise = randn_tensor(data.shape, generator=generator, device=self.device, dtype=data.dtype)
         x_t = interpolate(noise, data, s)
-        out = self.decoder(x_t, s, cond, return_repa=repa_target is not None, cond_mask=cond_mask)
+        estimate = None
+        if self.regressor is not None:  # from the conditions of groups 0…g, zero input at t = 0
+            estimate = self.regressor(torch.zeros_like(data), 0 * s, conditions, cond_mask=mask).velocity
+        fed = estimate if cfg.decoder_estimate_input else None
+        out = self.decoder(
+            x_t, s, cond, return_repa=repa_target is not None, cond_mask=cond_mask, estimate=fed
+        )
         losses = TokenizerLosses(
             flow=flow_matching_loss(out.velocity, velocity_target(noise, data), cfg.data_scale),
             vq=quantized.loss,
@@ -389,9 +387,11 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             repa_weight=repa_weight,
             groups=groups,
         )
-        if self.regressor is not None:  # from the conditions of groups 0…g, zero input at t = 0
-            estimate = self.regressor(torch.zeros_like(data), 0 * s, conditions, cond_mask=mask).velocity
+        if estimate is not None:
             losses.regression, losses.regression_weight = F.mse_loss(estimate, images), cfg.regression_weight
+            if cfg.regression_all_groups:
+                whole = self.regressor(torch.zeros_like(data), 0 * s, conditions).velocity
+                losses.regression = losses.regression + F.mse_loss(whole, images)
         if perceptual_loss is not None:
             reconstruction = clean_estimate(x_t, out.velocity, s) / cfg.data_scale
             losses.perceptual = perceptual_loss(images, reconstruction).mean()

@@ -23,6 +23,13 @@ Variants (TokenizerConfig overrides, defaults = official):
   flow decoder learns to use them); ``aux_prefix_resid``: the same with both decoder options;
 - ``pos*``: the same with ``decoder_position_embedding=True`` (learned absolute positions on the decoder's image
   tokens, so that tokens of pure noise can still tell where they are);
+- ``est*``: the auxiliary regressor's estimate from the step's groups also enters the flow decoder as an input
+  image (``decoder_estimate_input=True``), so the flow decoder refines a placed shape;
+- ``est_all``: ``est_prefix_resid`` plus the bound's regression from all groups in every step
+  (``regression_all_groups=True``);
+- ``regonly`` (diagnosis only): the auxiliary regressor's loss alone (random prefix of groups 0…g, as in
+  ``aux``; no flow loss, so the flow decoder stays untrained and only ``regressor_acc`` means anything): does
+  the prefix training slow the regressor down, or the flow loss beside it?
 - ``ctx*``: in-context conditioning, ``decoder_condition_tokens=True`` (the conditions join the decoder's
   self-attention as extra tokens), with positions, optionally the prefix context and the auxiliary term.
 
@@ -66,6 +73,21 @@ VARIANTS = {
         "decoder_condition_context": "prefix",
         "decoder_condition_residual": True,
     },
+    "est": {"regression_weight": 1.0, "decoder_estimate_input": True},
+    "est_prefix_resid": {
+        "regression_weight": 1.0,
+        "decoder_estimate_input": True,
+        "decoder_condition_context": "prefix",
+        "decoder_condition_residual": True,
+    },
+    "est_all": {
+        "regression_weight": 1.0,
+        "regression_all_groups": True,
+        "decoder_estimate_input": True,
+        "decoder_condition_context": "prefix",
+        "decoder_condition_residual": True,
+    },
+    "regonly": {"regression_weight": 1.0},
     "ctx": {"decoder_position_embedding": True, "decoder_condition_tokens": True},
     "ctx_prefix": {
         "decoder_position_embedding": True,
@@ -167,6 +189,9 @@ def run(
         if variant == "bound":
             rec, vq = _regression(tok, x)
             loss = F.mse_loss(rec, x) + vq
+        elif variant == "regonly":
+            terms = tok.training_losses(x, generator=g)
+            loss = terms.regression + terms.vq
         else:
             loss = tok.training_losses(x, generator=g).total
         opt.zero_grad(set_to_none=True)

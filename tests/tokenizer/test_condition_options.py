@@ -26,6 +26,7 @@ def _noise(tok, batch=2, seed=1):
         {"decoder_position_embedding": True},
         {"decoder_condition_tokens": True},
         {"decoder_condition_tokens": True, "decoder_condition_context": "prefix"},
+        {"regression_weight": 1.0, "decoder_estimate_input": True},
     ],
 )
 def test_options_change_the_decode_and_keep_stream_equal_to_decode(options):
@@ -126,3 +127,63 @@ def test_regression_term_is_training_only_and_absent_at_the_official_setting(tmp
     torch.testing.assert_close(loaded.regressor.conv_in.weight, tok.regressor.conv_in.weight)
     with pytest.raises(ValueError, match="regression_weight must be a finite number"):
         TokenizerConfig(regression_weight=-1.0)
+
+
+def test_estimate_input_uses_the_regressor_on_the_groups_decoded_so_far(tmp_path):
+    tok = _tok(regression_weight=1.0, decoder_estimate_input=True)
+    assert tok.regressor.estimate_in is None and tok.decoder.estimate_in is not None
+    images = random_images(2, 16, seed=0)
+    codes, tps = tok.encode(images), tok.config.tokens_per_step
+    steps = list(tok.stream(codes, noise=_noise(tok)))
+    # decoding now depends on the regressor ...
+    for p in tok.regressor.parameters():
+        p.data.add_(0.1)
+    assert not torch.allclose(tok.decode(codes, noise=_noise(tok)), steps[-1].sample)
+    for p in tok.regressor.parameters():
+        p.data.sub_(0.1)
+    # ... through groups 0…k only: changing the last group leaves every earlier step as it was
+    other = codes.clone()
+    other[:, -tps:] = (other[:, -tps:] + 1) % tok.config.codebook_size
+    changed = list(tok.stream(other, noise=_noise(tok)))
+    for before, after in zip(steps[:-1], changed[:-1], strict=True):
+        torch.testing.assert_close(after.sample, before.sample)
+    assert not torch.allclose(changed[-1].sample, steps[-1].sample)
+    # training sends the flow loss's gradient through the estimate into the regressor
+    tok.train()
+    losses = tok.training_losses(images, generator=torch.Generator().manual_seed(5))
+    tok.zero_grad()
+    losses.flow.backward()
+    assert tok.decoder.estimate_in.weight.grad.abs().sum() > 0
+    assert tok.regressor.conv_out.weight.grad.abs().sum() > 0
+    tok.eval().save_pretrained(tmp_path / "tok")  # (training moved the EMA codebook: decode again)
+    loaded = DARTokenizer.from_pretrained(tmp_path / "tok")
+    torch.testing.assert_close(loaded.decode(codes, noise=_noise(tok)), tok.decode(codes, noise=_noise(tok)))
+
+
+def test_estimate_input_validates():
+    assert TokenizerConfig().decoder_estimate_input is False
+    assert "estimate_in" not in str(list(DARTokenizer.from_preset("tiny").state_dict()))
+    with pytest.raises(ValueError, match="set regression_weight > 0"):
+        TokenizerConfig(decoder_estimate_input=True)
+    with pytest.raises(ValueError, match="decoder_estimate_input must be a bool"):
+        TokenizerConfig(regression_weight=1.0, decoder_estimate_input=1)
+    tok = _tok(regression_weight=1.0, decoder_estimate_input=True)
+    x, t = _noise(tok, batch=1), torch.zeros(1)
+    cond = torch.zeros(1, tok.config.tokens_per_step, tok.config.condition_dim)
+    with pytest.raises(ValueError, match="pass estimate= exactly when"):
+        tok.decoder(x, t, cond)
+    with pytest.raises(ValueError, match="pass estimate= exactly when"):
+        tok.regressor(x, t, cond, estimate=x)
+
+
+def test_regression_all_groups_adds_the_whole_code_regression():
+    images, g = random_images(2, 16, seed=3), torch.Generator
+    plain = _tok(regression_weight=1.0).eval()  # eval: the EMA codebook stays put
+    both = _tok(regression_weight=1.0, regression_all_groups=True).eval()
+    prefix_only = plain.training_losses(images, generator=g().manual_seed(5)).regression
+    total = both.training_losses(images, generator=g().manual_seed(5)).regression
+    cond = both.conditioning(both.quantizer.quantize(both.encoder(images)).vectors)  # the training path
+    whole = both.regressor(torch.zeros_like(images), torch.zeros(2), cond).velocity
+    torch.testing.assert_close(total, prefix_only + torch.nn.functional.mse_loss(whole, images))
+    with pytest.raises(ValueError, match="set regression_weight > 0"):
+        TokenizerConfig(regression_all_groups=True)
