@@ -61,6 +61,7 @@ def test_expected_configs_exist():
         "demo_codes.yaml",
         "demo_ar.yaml",
         "demo_tokenizer_stage2.yaml",
+        "demo_tokenizer_stage3.yaml",
         "demo_dart.yaml",
         "demo_dart_stage2.yaml",
         "demo_dart_markov.yaml",
