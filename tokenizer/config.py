@@ -78,11 +78,12 @@ class TokenizerConfig:
             ``decoder_estimate_input`` is set.
         regression_all_groups: also regress the image from the conditions of all groups in the same step (ours;
             a second regressor forward; the MSE adds to the prefix one): the plain regression of issue #17's
-            bound, which carries the shape into the codes fast.
+            bound next to the prefix one (no gain at equal CPU time on the demo: README, "The demo model").
         decoder_estimate_input: also feed the pixel decoder the regressor's image estimate from the conditions
             the step sees (ours; needs ``regression_weight > 0``): step k's estimate uses groups 0…k only, so
             decoding stays streamable, and the flow decoder refines a placed shape instead of placing it from
-            cross-attention alone. Costs one regressor forward per decode step.
+            cross-attention alone. Costs one regressor forward per decode step; no measurable gain at equal CPU
+            time on the demo (README, "The demo model").
         rotation_trick: pass gradients through the VQ with the rotation trick instead of the
             straight-through estimator (the official code uses straight-through).
     """
