@@ -310,16 +310,19 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             cond = self.conditioning(self.quantizer.lookup(codes).to(x.dtype))
             # The group's conditions (B, tps, D), or with the "prefix" context those of groups 0…index.
             first = 0 if self.config.decoder_condition_context == "prefix" else index * tps
-            estimate = None
-            if self.config.decoder_estimate_input:  # from groups 0…index, as in training
-                zeros = torch.zeros_like(x)
-                estimate = self.regressor(zeros, zeros[:, 0, 0, 0], cond[:, : (index + 1) * tps]).velocity
+            prefix = cond[:, : (index + 1) * tps]  # groups 0…index, as in training
+            estimate = self._regress(prefix) if self.config.decoder_estimate_input else None
             velocity = self.decoder(
                 x, t.expand(x.shape[0]), cond[:, first : (index + 1) * tps], estimate=estimate
             ).velocity
         preview = clean_estimate(x, velocity, t) / self.config.data_scale
         x_next = sampler_step(sampler, x, velocity, previous_velocity, t, t_next)
         return x_next, velocity, preview
+
+    def _regress(self, conditions: Tensor, cond_mask: Tensor | None = None) -> Tensor:
+        """The auxiliary regressor's image estimate (image units) from ``conditions``: zero input at t = 0."""
+        zeros = conditions.new_zeros(conditions.shape[0], 3, self.config.image_size, self.config.image_size)
+        return self.regressor(zeros, zeros[:, 0, 0, 0], conditions, cond_mask=cond_mask).velocity
 
     def training_losses(
         self,
@@ -373,9 +376,7 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         data = scale_images(images, cfg.data_scale)
         noise = randn_tensor(data.shape, generator=generator, device=self.device, dtype=data.dtype)
         x_t = interpolate(noise, data, s)
-        estimate = None
-        if self.regressor is not None:  # from the conditions of groups 0…g, zero input at t = 0
-            estimate = self.regressor(torch.zeros_like(data), 0 * s, conditions, cond_mask=mask).velocity
+        estimate = None if self.regressor is None else self._regress(conditions, mask)  # groups 0…g
         fed = estimate if cfg.decoder_estimate_input else None
         out = self.decoder(
             x_t, s, cond, return_repa=repa_target is not None, cond_mask=cond_mask, estimate=fed
@@ -390,8 +391,7 @@ class DARTokenizer(ModelMixin, ConfigMixin):
         if estimate is not None:
             losses.regression, losses.regression_weight = F.mse_loss(estimate, images), cfg.regression_weight
             if cfg.regression_all_groups:
-                whole = self.regressor(torch.zeros_like(data), 0 * s, conditions).velocity
-                losses.regression = losses.regression + F.mse_loss(whole, images)
+                losses.regression = losses.regression + F.mse_loss(self._regress(conditions), images)
         if perceptual_loss is not None:
             reconstruction = clean_estimate(x_t, out.velocity, s) / cfg.data_scale
             losses.perceptual = perceptual_loss(images, reconstruction).mean()
