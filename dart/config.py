@@ -27,12 +27,14 @@ Attention = Literal["block_causal", "markovian", "own_level"]
 Space = Literal["pixel", "latent"]
 ScheduleKind = Literal["per_level_cosine", "cumulative_cosine", "cumulative_flow"]
 LossWeighting = Literal["uniform", "clipped_cumulative_snr", "cumulative_snr"]
+FMPrediction = Literal["velocity", "x0"]
 
 VARIANTS = ("dart", "dart_ar", "dart_fm")
 ATTENTIONS = ("block_causal", "markovian", "own_level")
 SPACES = ("pixel", "latent")
 SCHEDULES = ("per_level_cosine", "cumulative_cosine", "cumulative_flow")
 LOSS_WEIGHTINGS = ("uniform", "clipped_cumulative_snr", "cumulative_snr")
+FM_PREDICTIONS = ("velocity", "x0")
 
 
 def swiglu_hidden_size(hidden_size: int, multiple_of: int = 64) -> int:
@@ -87,6 +89,8 @@ class DARTConfig:
         fm_depth: residual adaLN blocks of the DART-FM head.
         fm_steps: Euler steps of the DART-FM head at sampling.
         fm_samples: flow times drawn per token per training step (the head is cheap next to the backbone).
+        fm_prediction: what the DART-FM head outputs: ``"x0"`` (default: the clean token, turned into the
+            velocity (x̂_0 − x_s)/(1 − s); see :mod:`dart.flow_head`) or ``"velocity"`` directly (the ablation).
     """
 
     image_size: int = 256
@@ -116,6 +120,7 @@ class DARTConfig:
     fm_depth: int = 3
     fm_steps: int = 8
     fm_samples: int = 4
+    fm_prediction: FMPrediction = "x0"
 
     def __post_init__(self) -> None:
         positive = [
@@ -142,6 +147,7 @@ class DARTConfig:
             ("attention", ATTENTIONS),
             ("schedule", SCHEDULES),
             ("loss_weighting", LOSS_WEIGHTINGS),
+            ("fm_prediction", FM_PREDICTIONS),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"DARTConfig.{name} must be one of {choices}, got {getattr(self, name)!r}.")
@@ -171,18 +177,12 @@ class DARTConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"head dim {self.head_dim} must be even (RoPE rotates pairs).")
+        for name in ("intermediate_size", "fm_width"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"DARTConfig.{name} must be a positive int or None, got {value!r}.")
         if self.intermediate_size is None:
             object.__setattr__(self, "intermediate_size", swiglu_hidden_size(self.hidden_size))
-        elif isinstance(self.intermediate_size, bool) or not isinstance(self.intermediate_size, int):
-            raise ValueError(
-                f"intermediate_size must be a positive int or None, got {self.intermediate_size!r}."
-            )
-        elif self.intermediate_size < 1:
-            raise ValueError(f"intermediate_size must be positive, got {self.intermediate_size}.")
-        if self.fm_width is not None and (
-            isinstance(self.fm_width, bool) or not isinstance(self.fm_width, int) or self.fm_width < 1
-        ):
-            raise ValueError(f"fm_width must be a positive int or None, got {self.fm_width!r}.")
         if self.variant == "dart_ar" and self.attention != "block_causal":
             raise ValueError(
                 "variant='dart_ar' is token-causal by construction; the attention ablations apply to "

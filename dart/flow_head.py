@@ -11,6 +11,11 @@ Choices (documented, ours):
   Gaussian noise to the target.
 - **Path** x_s = (1 − s)·z + s·x_0 with z ~ N(0, I), s ∈ [0, 1] (0 = noise, 1 = data, like the tokenizer);
   velocity target v = x_0 − z (conditional flow matching, uniform s).
+- **Output** (``fm_prediction``): the velocity itself, or the clean token x̂_0, turned into the velocity
+  v = (x̂_0 − x_s)/(1 − s) (1 − s clipped at :data:`MIN_ONE_MINUS_S`), as Li & He ("Back to Basics: Let
+  Denoising Generative Models Denoise", 2025) argue for tokens of many values: the clean patch lies near a
+  low-dimensional manifold that a narrow network can reach, the velocity (clean minus noise) does not. The loss is
+  the same velocity MSE either way.
 - **Sampling**: ``fm_steps`` Euler steps from s = 0 to 1 (8 by default). Guidance mixes the conditional and
   unconditional velocities, v = v_u + w·(v_c − v_u); since the one-jump estimate x_s + (1 − s)·v is linear in v,
   this is guidance on the head's x̂_0 estimate at every step.
@@ -23,7 +28,10 @@ from torch import Tensor, nn
 
 from dart.layers import timestep_embedding
 
-__all__ = ["FlowHead"]
+__all__ = ["MIN_ONE_MINUS_S", "FlowHead"]
+
+MIN_ONE_MINUS_S = 0.05
+"""Lower clip of 1 − s when an x̂_0 output is turned into a velocity (Li & He's value)."""
 
 
 class _ResBlock(nn.Module):
@@ -46,11 +54,15 @@ class FlowHead(nn.Module):
         cond_dim: backbone width d (the hidden state h).
         width: head width.
         depth: residual adaLN blocks.
+        prediction: ``"velocity"`` (the output is v) or ``"x0"`` (the output is x̂_0, converted to v).
     """
 
-    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int):
+    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, prediction: str = "velocity"):
         super().__init__()
+        if prediction not in ("velocity", "x0"):
+            raise ValueError(f"prediction must be 'velocity' or 'x0', got {prediction!r}")
         self.width = width
+        self.prediction = prediction
         self.input_proj = nn.Linear(token_dim, width)
         self.cond_proj = nn.Linear(cond_dim, width)
         self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
@@ -78,7 +90,10 @@ class FlowHead(nn.Module):
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.final_modulation(c).chunk(2, dim=-1)
-        return self.output(self.final_norm(h) * (1 + scale) + shift)
+        out = self.output(self.final_norm(h) * (1 + scale) + shift)
+        if self.prediction == "velocity":
+            return out
+        return (out - x) / (1 - s).clamp_min(MIN_ONE_MINUS_S)[:, None].to(out.dtype)
 
     def loss(self, x0: Tensor, cond: Tensor, num_samples: int, generator: torch.Generator | None) -> Tensor:
         """Conditional flow-matching loss per token.

@@ -76,7 +76,7 @@ class DARTModel(ModelMixin, ConfigMixin):
             self.level_embed.weight.copy_(sincos_table(torch.arange(config.num_levels), d))
             self.position_embed.copy_(sincos_table_2d(config.grid_size, d))
         if config.variant == "dart_fm":
-            self.fm_head = FlowHead(dim, d, config.fm_hidden_size, config.fm_depth)
+            self.fm_head = FlowHead(dim, d, config.fm_hidden_size, config.fm_depth, config.fm_prediction)
         else:
             self.x0_head = nn.Linear(d, dim)
             nn.init.zeros_(self.x0_head.weight)

@@ -82,6 +82,9 @@ def test_replace_rederives_the_swiglu_width():
         ({"schedule": "linear"}, "schedule must be one of"),
         ({"id2label": {7: "cat"}}, "outside the classes"),
         ({"num_classes": 0}, "positive int"),
+        ({"fm_prediction": "noise"}, "fm_prediction must be one of"),
+        ({"fm_width": 0}, "fm_width must be a positive int or None"),
+        ({"intermediate_size": True}, "intermediate_size must be a positive int or None"),
     ],
 )
 def test_invalid_configs_name_the_fix(changes, message):

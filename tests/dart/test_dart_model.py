@@ -107,9 +107,11 @@ def test_zero_initialised_head_and_llama_backbone():
     assert torch.equal(_outputs(model, noisy, labels), torch.zeros_like(noisy))
 
 
-@pytest.mark.parametrize("variant", ["dart", "dart_ar", "dart_fm"])
-def test_training_losses(make_model, variant):
-    model = make_model(variant).train()
+@pytest.mark.parametrize(
+    "variant, changes", [("dart", {}), ("dart_ar", {}), ("dart_fm", {}), ("dart_fm", {"fm_prediction": "velocity"})]
+)
+def test_training_losses(make_model, variant, changes):
+    model = make_model(variant, **changes).train()
     images = torch.rand(3, 3, 8, 8) * 2 - 1
     labels = torch.tensor([0, 1, 3])
     losses = model.training_losses(images, labels, generator=torch.Generator().manual_seed(0))

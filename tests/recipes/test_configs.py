@@ -62,10 +62,12 @@ def test_expected_configs_exist():
         "demo_ar.yaml",
         "demo_tokenizer_stage2.yaml",
         "demo_tokenizer_stage3.yaml",
+        "demo_tokenizer_stage4.yaml",
         "demo_dart.yaml",
         "demo_dart_stage2.yaml",
         "demo_dart_markov.yaml",
         "demo_dart_fm.yaml",
+        "demo_dart_fm_x0.yaml",
         "demo_dart_ar.yaml",
         "tokenizer_v1.yaml",
         "ar_l.yaml",
@@ -77,7 +79,16 @@ def test_expected_configs_exist():
     "name, model, steps",
     [
         ("demo_dart_markov.yaml", {"preset": "demo", "overrides": {"attention": "own_level"}}, 4000),
-        ("demo_dart_fm.yaml", {"preset": "demo", "overrides": {"variant": "dart_fm"}}, 1750),
+        (
+            "demo_dart_fm.yaml",
+            {"preset": "demo", "overrides": {"variant": "dart_fm", "fm_prediction": "velocity"}},
+            1750,
+        ),
+        (
+            "demo_dart_fm_x0.yaml",
+            {"preset": "demo", "overrides": {"variant": "dart_fm", "fm_prediction": "x0"}},
+            1750,
+        ),
         ("demo_dart_ar.yaml", {"preset": "demo", "overrides": {"variant": "dart_ar"}}, 4000),
     ],
 )
