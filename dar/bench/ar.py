@@ -2,7 +2,9 @@
 
 Batches 1, 8 and 32 with constant CFG 4.0 (2, 16 and 64 rows per forward), 32 codes per run in full mode (16 in
 quick mode, without B=32), median of 3 runs after a warm-up (1 in quick mode), random weights (timing does not depend on the
-values). The speed against the official ``generate`` is in the ``official`` part (same process, alternating).
+values). Each batch is also timed with ``fast_linear=False`` (plain ``F.linear``), alternating with the default, and
+the ratio is the switch's gain on this host. The speed against the official ``generate`` is in the ``official``
+part (same process, alternating).
 
 Each decode step reads every linear weight once (decoder layers + the full-vocabulary head, fp32) and the
 KV cache of every layer (2 · rows · cached tokens · hidden · 4 bytes), and does 2 FLOPs per weight per row.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from dar.bench import median_seconds, skip
+from dar.bench import alternate, ratio_of_pairs, skip
 from dar.bench.machine import limits
 
 CFG_SCALE = 4.0
@@ -80,14 +82,29 @@ def bench(quick: bool = False, batch_sizes: tuple[int, ...] = (1, 8, 32)) -> lis
     torch.manual_seed(0)
     model = build_ar_model("dar-b", VocabLayout(codebook_size=16384, num_classes=1000)).eval()
 
-    def run(batch: int, count: int) -> None:
+    def run(batch: int, count: int, fast: bool | None = None) -> None:
         labels = torch.arange(batch) % 1000
-        sample_codes(model, labels, count, cfg_scale=CFG_SCALE, generator=torch.Generator().manual_seed(1))
+        sample_codes(
+            model,
+            labels,
+            count,
+            cfg_scale=CFG_SCALE,
+            fast_linear=fast,
+            generator=torch.Generator().manual_seed(1),
+        )
 
     rows: list[dict] = []
     for batch in batch_sizes:
         run(batch, 8)  # warm-up: allocator, lazy imports, oneDNN weight reorder for this row count
-        seconds = median_seconds(lambda batch=batch: run(batch, num_tokens), repeats)
+        run(batch, 8, fast=False)
+        timings = alternate(
+            {
+                "default": lambda batch=batch: run(batch, num_tokens),
+                "plain": lambda batch=batch: run(batch, num_tokens, fast=False),
+            },
+            repeats,
+        )
+        seconds = timings["default"].median
         fraction, limit = bound_note(seconds / num_tokens, step_cost(model, 2 * batch, num_tokens))
         tag = f"dar-b sample, B={batch} + CFG ({2 * batch} rows), {num_tokens} codes"
         note = f"median of {repeats}, fp32, {torch.get_num_threads()} threads, random weights"
@@ -103,6 +120,13 @@ def bench(quick: bool = False, batch_sizes: tuple[int, ...] = (1, 8, 32)) -> lis
                 "value": fraction,
                 "unit": "fraction",
                 "note": limit,
+            },
+            {
+                "name": f"{tag}, fast_linear=False: codes/s",
+                "value": batch * num_tokens / timings["plain"].median,
+                "unit": "codes/s",
+                "ratio": ratio_of_pairs(timings["plain"], timings["default"]),
+                "note": f"{note}; ratio = plain / default time per alternating pair (the fast_linear gain)",
             },
         ]
     return rows

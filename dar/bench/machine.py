@@ -3,6 +3,8 @@
 - fp32 matmul peak: C = A·B with 2048×2048 operands at the torch thread count in use, through ``torch.mm`` (MKL)
   and through oneDNN (the kernel our inference paths use); the peak is the faster of the two (2·2048³ FLOPs
   per product / median time).
+- bf16 matmul rate (reference only: every CPU path of ours runs fp32): the same product in bf16 through
+  ``torch.mm`` (oneDNN, with AMX where the CPU has it); the row's ratio is bf16 / fp32 peak.
 - memory bandwidth: a 256 MiB fp32 tensor copied (read + write: 2 × 256 MiB per copy) and added to another
   (2 reads + 1 write); the bandwidth is the faster of the two, in bytes moved per second.
 
@@ -78,9 +80,18 @@ def _measure() -> dict[str, float]:
     }
 
 
+def _bf16_matmul_flops() -> float:
+    n = MATMUL_SIDE
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=generator).bfloat16() for _ in range(2))
+    with torch.inference_mode():
+        return 2.0 * n**3 / _median(lambda: torch.mm(a, b), 5)
+
+
 def bench(quick: bool = False) -> list[dict]:
     """The limits as rows (same measurement in quick and full mode: it takes a few seconds)."""
     lim = limits()
+    bf16 = _bf16_matmul_flops()
     threads = (
         f"{lim['threads']} torch threads, load average {lim['load_average']:.1f} on {os.cpu_count()} CPUs"
     )
@@ -91,6 +102,13 @@ def bench(quick: bool = False) -> list[dict]:
             "unit": "GFLOP/s",
             "note": f"torch.mm {lim['matmul_flops_mkl'] / 1e9:.1f}, oneDNN {lim['matmul_flops_onednn'] / 1e9:.1f} "
             f"GFLOP/s; 2·n³ FLOPs / median of 5; {threads}",
+        },
+        {
+            "name": f"bf16 matmul {MATMUL_SIDE}² (torch.mm; reference only, our CPU paths run fp32)",
+            "value": bf16 / 1e9,
+            "unit": "GFLOP/s",
+            "ratio": bf16 / lim["matmul_flops"],
+            "note": f"ratio = bf16 / fp32 peak; median of 5; {threads}",
         },
         {
             "name": "memory bandwidth (256 MiB fp32 copy / add)",

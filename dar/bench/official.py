@@ -91,6 +91,7 @@ def _bench_tokenizer(official: types.SimpleNamespace, repo: Path, quick: bool) -
         repeats = 1 if quick else 3
         note = f"B=1, {size}px, {repeats} alternating repeats after a warm-up, fp32, {threads} threads"
         rows += _rows(f"tokenizer_v1 encode B=1 {size}px", alternate(encode, repeats), note)
+        rows += _decoder_forward_rows(ours, theirs, 1 if quick else 3)
         plans = [(1, 1, 1)] if quick else [(1, 2, 3), (8, 1, 1)]  # (batch, steps, repeats)
         if quick:
             skip(
@@ -129,6 +130,57 @@ def _bench_tokenizer(official: types.SimpleNamespace, repo: Path, quick: bool) -
             label = f"tokenizer_v1 decode B={batch} {size}px {steps} step{'s' if steps > 1 else ''}"
             rows += _rows(label, timings, note)
             rows[-2]["pixel_error"] = error
+    return rows
+
+
+def _decoder_forward_rows(ours, theirs, repeats: int) -> list[dict]:
+    """One decoder forward (one decode step, B=1) of ours and of the official ``DiffusionCore``, alternating, as
+    GFLOP/s and fraction of the matmul peak: whether a decode speed-up can come from the kernels at all.
+
+    The FLOPs are counted once, on ours (:class:`dar.bench.tokenizer.FlopCounter`); both compute the same
+    velocity (checked), the official forward also runs its REPA projection head (~1 % more work, not counted).
+    """
+    from dar.bench.machine import limits
+    from dar.bench.tokenizer import FlopCounter
+    from tokenizer.kernels import linear_kernels
+
+    size, tps, dim = ours.config.image_size, ours.config.tokens_per_step, ours.config.condition_dim
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 3, size, size, generator=generator)
+    cond = torch.randn(1, tps, dim, generator=generator)
+    t = torch.full((1,), 0.3)
+    outputs: dict[str, torch.Tensor] = {}
+
+    def run_ours() -> None:
+        with linear_kernels(ours.fast_linear, "cpu"):  # as our decode steps run it
+            outputs["ours"] = ours.decoder(x, t, cond).velocity
+
+    def run_official() -> None:
+        outputs["official"] = theirs.diff_decoder.net(x, t, cond)[0]
+
+    with linear_kernels(ours.fast_linear, "cpu"), FlopCounter() as counter:
+        ours.decoder(x, t, cond)  # warm-up, counting FLOPs
+    run_official()  # warm-up
+    logger.info("official: timing one tokenizer_v1 decoder forward (ours vs official) ...")
+    timings = alternate({"ours": run_ours, "official": run_official}, repeats)
+    peak = limits(fresh=True)["matmul_flops"]  # measured right after the timing it bounds
+    error = (outputs["ours"] - outputs["official"]).abs().max().item()
+    flops = counter.flops
+    note = (
+        f"B=1, {size}px, {flops / 1e9:.0f} GFLOP counted on ours, {repeats} alternating repeat(s), fp32, "
+        f"{torch.get_num_threads()} threads; max |v_ours − v_official| = {error:.2g}"
+    )
+    rows = _rows(f"tokenizer_v1 decoder forward B=1 {size}px", timings, note)
+    for name, timing in (("ours", timings["ours"]), ("official", timings["official"])):
+        achieved = flops / timing.median
+        rows.append(
+            {
+                "name": f"tokenizer_v1 decoder forward, {name}: fraction of the matmul peak",
+                "value": achieved / peak,
+                "unit": "fraction",
+                "note": f"{achieved / 1e9:.0f} GFLOP/s / {peak / 1e9:.0f} GFLOP/s (machine part, same run)",
+            }
+        )
     return rows
 
 

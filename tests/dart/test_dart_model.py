@@ -108,7 +108,8 @@ def test_zero_initialised_head_and_llama_backbone():
 
 
 @pytest.mark.parametrize(
-    "variant, changes", [("dart", {}), ("dart_ar", {}), ("dart_fm", {}), ("dart_fm", {"fm_prediction": "velocity"})]
+    "variant, changes",
+    [("dart", {}), ("dart_ar", {}), ("dart_fm", {}), ("dart_fm", {"fm_prediction": "velocity"})],
 )
 def test_training_losses(make_model, variant, changes):
     model = make_model(variant, **changes).train()
