@@ -54,10 +54,11 @@ class FlowHead(nn.Module):
         cond_dim: backbone width d (the hidden state h).
         width: head width.
         depth: residual adaLN blocks.
-        prediction: ``"velocity"`` (the output is v) or ``"x0"`` (the output is x̂_0, converted to v).
+        prediction: ``"x0"`` (the output is x̂_0, converted to v; the default, as in :class:`~dart.config.DARTConfig`) or
+            ``"velocity"`` (the output is v).
     """
 
-    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, prediction: str = "velocity"):
+    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, prediction: str = "x0"):
         super().__init__()
         if prediction not in ("velocity", "x0"):
             raise ValueError(f"prediction must be 'velocity' or 'x0', got {prediction!r}")
