@@ -14,6 +14,7 @@ EMA codebook instead of the official learnable one (k-means init and dead-code r
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,21 @@ from vector_quantize_pytorch import VectorQuantize
 from tokenizer.config import TokenizerConfig
 
 CODE_CHUNK_ROWS = 4096
+
+
+def dead_code_kwargs(threshold: float) -> dict:
+    """The ``VectorQuantize`` keyword for dead-code replacement below ``threshold`` (an EMA cluster size; 0 = off).
+
+    vector-quantize-pytorch 1.34 replaced the absolute ``threshold_ema_dead_code`` by
+    ``dead_code_threshold_ratio`` (a fraction of the mean cluster size) and converts the old keyword, with a
+    warning on every construction, as threshold / codebook_size. Off, the new keyword is set to 0 where it exists
+    (no warning; neither version replaces codes); on, the threshold goes through the old keyword, which 1.34
+    converts (so it means a fraction of the mean cluster size there, not an absolute count).
+    """
+    params = inspect.signature(VectorQuantize.__init__).parameters
+    if threshold == 0 and "dead_code_threshold_ratio" in params:
+        return {"dead_code_threshold_ratio": 0.0}
+    return {"threshold_ema_dead_code": threshold}
 
 
 @dataclass
@@ -55,7 +71,7 @@ class VectorQuantizer(nn.Module):
             commitment_weight=config.commitment_weight,
             decay=config.codebook_decay,
             kmeans_init=config.kmeans_init,
-            threshold_ema_dead_code=config.threshold_ema_dead_code,
+            **dead_code_kwargs(config.threshold_ema_dead_code),
             rotation_trick=config.rotation_trick,
             channel_last=True,
         )

@@ -83,3 +83,19 @@ def test_kmeans_codebook_must_be_trained_before_inference():
     vq.train().quantize(latents)
     assert vq.is_initialised
     vq.codes(latents)
+
+
+@pytest.mark.parametrize("threshold", [0.0, CFG.codebook_size / 2])
+def test_dead_codes_are_replaced_only_when_asked(threshold):
+    # every latent sits on code 0's direction, so all other codes go unused; without replacement the EMA only
+    # rescales their running sums (same direction after the library's ℓ2 normalisation), with it they are re-drawn
+    vq = VectorQuantizer(CFG.replace(threshold_ema_dead_code=threshold)).train()
+    before = vq.codebook.clone()
+    latents = before[0].expand(4, CFG.num_tokens, CFG.codebook_dim).clone()
+    for _ in range(3):
+        vq.quantize(latents)
+    unused = vq.codebook[1:]
+    if threshold == 0:
+        torch.testing.assert_close(unused, before[1:])
+    else:
+        assert not torch.allclose(unused, before[1:], atol=1e-3)
