@@ -64,7 +64,9 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         elif kind in (int, float):
             parser.add_argument(flag, type=kind, help=f"default {field.default}")
         else:  # fast_linear: bool | None
-            parser.add_argument(flag, type=_on_off, help="on or off (default: on for fp32 CPU models)")
+            parser.add_argument(
+                flag, type=_on_off, help="on or off (default: on for fp32 models on a non-Intel CPU)"
+            )
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:

@@ -13,16 +13,31 @@ inputs of at most ``max_rows`` rows are computed as ``(W·xᵀ)ᵀ`` (:func:`ski
 classes, parameters and saved files are untouched, so it stays a stock ``LlamaForCausalLM``; the sampler
 enables it only while it computes a group (see :func:`llama_ar.iter_code_groups`,
 ``fast_linear``). Results equal ``F.linear`` up to float summation order (~1e-6 relative).
+
+Whether it pays depends on the CPU: MKL is Intel's library and tuned for Intel's cores, where it matches oneDNN
+on these products or beats it (one or two rows); on other x86 CPUs it is the slower of the two. The sampler's
+default (:func:`fast_linear_default`) follows the CPU vendor, never a timing, so a given host always computes
+the same products in the same way.
 """
 
 from __future__ import annotations
+
+import functools
+import platform
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-__all__ = ["SkinnyLinearMode", "onednn_available", "onednn_linear", "skinny_linear"]
+__all__ = [
+    "SkinnyLinearMode",
+    "cpu_vendor",
+    "fast_linear_default",
+    "onednn_available",
+    "onednn_linear",
+    "skinny_linear",
+]
 
 _REORDERED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 """weight → (its ``_version``, row count, oneDNN copy); an entry goes when its weight is freed."""
@@ -31,6 +46,32 @@ _REORDERED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 def onednn_available() -> bool:
     """Whether this torch build has the oneDNN linear kernel (x86 and aarch64 builds do)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@functools.cache
+def cpu_vendor() -> str | None:
+    """The CPU vendor string (``"GenuineIntel"``, ``"AuthenticAMD"``, …), or None where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    processor = platform.processor()  # e.g. "Intel64 Family 6 Model 85 Stepping 7, GenuineIntel" on Windows
+    for vendor in ("GenuineIntel", "AuthenticAMD"):
+        if vendor in processor:
+            return vendor
+    return None
+
+
+def fast_linear_default(device: torch.device, dtype: torch.dtype) -> bool:
+    """The sampler's ``fast_linear=None``: oneDNN for fp32 models on a CPU that is not Intel's.
+
+    The measurements behind the rule (``python -m dar.bench --only ar`` on an AMD and an Intel host) are in the
+    README's "Performance" section.
+    """
+    return torch.device(device).type == "cpu" and dtype == torch.float32 and cpu_vendor() != "GenuineIntel"
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -62,8 +62,9 @@ class SamplingOptions:
             ``"dynamic"`` (``DynamicCache``) or ``"static"`` (``StaticCache``). All give the same codes.
         fast_linear: Run the model's linear layers through oneDNN, with the weights reordered once per call for
             the decode steps' row count (:mod:`llama_ar.kernels`; one more copy of the linear weights in memory
-            while sampling); None enables it for fp32 models on CPU. Outputs equal the plain path up to float
-            summation order.
+            while sampling); None enables it for fp32 models on a CPU other than Intel's, where MKL is as fast
+            (:func:`llama_ar.kernels.fast_linear_default`). Outputs equal the plain path up to float summation
+            order.
     """
 
     cfg_scale: float = 4.0

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .cache import check_cache_filled, make_cache
-from .kernels import SkinnyLinearMode
+from .kernels import SkinnyLinearMode, fast_linear_default
 from .layout import VocabLayout
 from .options import SamplingOptions
 
@@ -253,7 +253,7 @@ def iter_code_groups(
     )
     fast_linear = options.fast_linear
     if fast_linear is None:
-        fast_linear = device.type == "cpu" and model.get_input_embeddings().weight.dtype == torch.float32
+        fast_linear = fast_linear_default(device, model.get_input_embeddings().weight.dtype)
     return _run_in_inference_mode(model, inner, fast_linear)
 
 

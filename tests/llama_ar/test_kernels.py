@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llama_ar import iter_code_groups, sample_codes
+from llama_ar import iter_code_groups, kernels, sample_codes
 from llama_ar.kernels import _REORDERED, SkinnyLinearMode, onednn_available, onednn_linear, skinny_linear
 
 
@@ -108,4 +108,37 @@ def test_the_mode_is_on_during_steps_and_off_between_groups(tiny_model, fast):
     )
     between = [skinny_mode_active() for _ in groups]
     assert between == [False] * 4
-    assert during == [fast is None] * 16  # None = auto: on for an fp32 CPU model
+    expected = fast is None and kernels.fast_linear_default(torch.device("cpu"), torch.float32)
+    assert during == [expected] * 16  # None = auto: the CPU vendor's rule for an fp32 CPU model
+
+
+@pytest.mark.parametrize(
+    ("vendor", "device", "dtype", "expected"),
+    [
+        ("AuthenticAMD", "cpu", torch.float32, True),
+        (None, "cpu", torch.float32, True),
+        ("GenuineIntel", "cpu", torch.float32, False),  # MKL is as fast on Intel's own CPUs
+        ("AuthenticAMD", "cpu", torch.bfloat16, False),
+        ("AuthenticAMD", "meta", torch.float32, False),
+    ],
+)
+def test_fast_linear_default_follows_the_cpu_vendor(monkeypatch, vendor, device, dtype, expected):
+    monkeypatch.setattr(kernels, "cpu_vendor", lambda: vendor)
+    assert kernels.fast_linear_default(torch.device(device), dtype) is expected
+
+
+def test_the_sampler_resolves_fast_linear_none_by_the_vendor_rule(monkeypatch, tiny_model):
+    for vendor, expected in (("GenuineIntel", False), ("AuthenticAMD", True)):
+        monkeypatch.setattr(kernels, "cpu_vendor", lambda vendor=vendor: vendor)
+        during = []
+        list(
+            iter_code_groups(
+                tiny_model,
+                [0],
+                4,
+                2,
+                generator=torch.Generator().manual_seed(0),
+                logits_callback=lambda k, logits, during=during: during.append(skinny_mode_active()),
+            )
+        )
+        assert during == [expected] * 4, vendor
