@@ -63,6 +63,8 @@ def test_expected_configs_exist():
         "demo_tokenizer_stage2.yaml",
         "demo_tokenizer_stage3.yaml",
         "demo_tokenizer_stage4.yaml",
+        "demo_tokenizer_stage5.yaml",
+        "demo_tokenizer_stage6.yaml",
         "demo_dart.yaml",
         "demo_dart_stage2.yaml",
         "demo_dart_markov.yaml",
