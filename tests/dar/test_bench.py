@@ -161,3 +161,24 @@ def test_learning_curve_starts_a_later_stage_at_its_init_export_and_offsets_its_
     rows = tokenizer_curve(run, images, labels, HalfRight(), offset=3200, with_init=True)
     assert [(r["step"], r["recon_class_accuracy"]) for r in rows] == [(3200, 0.5)]
     assert tokenizer_curve(run, images, labels, HalfRight(), offset=3200, with_init=False) == []
+
+
+def test_code_channel_scores_are_consistent_accuracies():
+    from dar.bench.code_channel import measure
+    from tokenizer import DARTokenizer
+
+    class Brightness:  # a stand-in judge: class 1 for images brighter than mid-grey
+        def predict(self, images):
+            return (images.mean(dim=(1, 2, 3)) > 0).long()
+
+    torch.manual_seed(0)
+    tokenizer = DARTokenizer.from_preset("tiny", regression_weight=1.0).eval()
+    size = tokenizer.config.image_size
+    images = torch.cat([torch.full((3, 3, size, size), 0.5), torch.full((3, 3, size, size), -0.5)])
+    labels = torch.tensor([1, 1, 1, 0, 0, 0])
+    result = measure(tokenizer, Brightness(), images, labels, seeds=2)
+    assert result["real"] == 1.0
+    assert len(result["flow_per_seed"]) == 2 and 0.0 <= result["regressor_all_codes"] <= 1.0
+    assert result["flow_every_seed"] <= min(result["flow_per_seed"])
+    assert max(result["flow_per_seed"]) <= result["flow_any_seed"]
+    assert 1 <= result["codes_used"] <= tokenizer.config.codebook_size
