@@ -16,27 +16,29 @@ import json
 
 import torch
 
+BATCH = 200  # images per forward: bounds the memory of a 1,000-image split
+
 
 def measure(tokenizer, classifier, images: torch.Tensor, labels: torch.Tensor, *, seeds: int = 3) -> dict:
     """Class accuracies of real images, of flow reconstructions per seed, and of the regressor (if any)."""
-    batches = range(0, len(images), 200)
+    batches = range(0, len(images), BATCH)
 
     def right(estimates: torch.Tensor) -> torch.Tensor:
         return classifier.predict(estimates.clamp(-1, 1)) == labels
 
     with torch.no_grad():
-        codes = torch.cat([tokenizer.encode(images[i : i + 200]) for i in batches])
+        codes = torch.cat([tokenizer.encode(images[i : i + BATCH]) for i in batches])
         result = {"real": right(images).float().mean().item(), "codes_used": codes.unique().numel()}
         if tokenizer.regressor is not None:
             estimates = []
             for i in batches:
-                conditions = tokenizer.conditioning(tokenizer.quantizer.lookup(codes[i : i + 200]))
+                conditions = tokenizer.conditioning(tokenizer.quantizer.lookup(codes[i : i + BATCH]))
                 estimates.append(tokenizer._regress(conditions))
             result["regressor_all_codes"] = right(torch.cat(estimates)).float().mean().item()
         per_seed = []
         for seed in range(seeds):
             generator = torch.Generator().manual_seed(seed)
-            flow = torch.cat([tokenizer.decode(codes[i : i + 200], generator=generator) for i in batches])
+            flow = torch.cat([tokenizer.decode(codes[i : i + BATCH], generator=generator) for i in batches])
             per_seed.append(right(flow))
         per_seed = torch.stack(per_seed).float()
     result["flow_per_seed"] = per_seed.mean(1).tolist()
