@@ -35,9 +35,14 @@ def parse_labels(values: list[str]) -> list[int | str]:
 
 def check_run_arguments(args: argparse.Namespace) -> None:
     """The counts and sampling options of a generating command, checked before the model is loaded."""
+    from tokenizer.config import check_noise_scale
+
     positive("--per-class", args.per_class)
     positive("--batch-size", args.batch_size)
-    SamplingOptions.build(**sampling_kwargs(args))
+    options = sampling_kwargs(args)
+    if options.get("noise_scale") is not None:
+        check_noise_scale(options.pop("noise_scale"))
+    SamplingOptions.build(**options)
 
 
 def positive(flag: str, value: int) -> int:
@@ -71,7 +76,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
     """The sampling options given on the command line, as keyword arguments of a pipeline call."""
-    names = [f.name for f in dataclasses.fields(SamplingOptions)]
+    names = [f.name for f in dataclasses.fields(SamplingOptions)] + ["noise_scale"]
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
@@ -102,6 +107,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, per_class: int, batch_siz
     parser.add_argument("--per-class", type=int, default=per_class, help="images per class")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="images per batch (bounds memory)")
     add_generation_arguments(parser)
+    parser.add_argument(
+        "--noise-scale",
+        type=float,
+        help="D-AR: std of the decoder's starting noise (default: the tokenizer's noise_scale, 1 in the paper)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     parser.add_argument("--engine", choices=ENGINES, help="what samples D-AR's codes (default: transformers)")

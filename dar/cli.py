@@ -35,6 +35,7 @@ def _load_pipeline(args):
     import torch
 
     from dar.loading import load_pipeline
+    from dar.pipeline import DARPipeline
 
     if args.quiet:
         from diffusers.utils.logging import disable_progress_bar as quiet_diffusers
@@ -50,6 +51,10 @@ def _load_pipeline(args):
         raise ValueError(f"--device {device} but no CUDA device is available: pass --device cpu")
     engine = engine_of(getattr(args, "engine", None), getattr(args, "gguf", None), device)
     pipe = load_pipeline(args.checkpoint or shipped(DEMO_PIPELINE, "demo model"), engine=engine).to(device)
+    if getattr(args, "noise_scale", None) is not None and not isinstance(pipe, DARPipeline):
+        raise ValueError(
+            f"--noise-scale is an option of D-AR's decoder, which {type(pipe).__name__} has not: drop it"
+        )
     pipe.set_progress_bar_config(disable=args.quiet)
     return pipe
 

@@ -117,6 +117,7 @@ class GenerationRequest:
     noise: torch.Tensor | None
     generator: Any
     output_type: str
+    noise_scale: float | None = None  # of drawn decoder noise; None: the tokenizer's config.noise_scale
 
     @property
     def batch(self) -> int:

@@ -37,6 +37,7 @@ from dar.loading import check_model_index
 from llama_ar import SamplingOptions, VocabLayout, iter_code_groups, load_ar_model
 from tokenizer import DARTokenizer
 from tokenizer.checkpoint import resolve_folder
+from tokenizer.config import check_noise_scale
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class DARPipeline(DiffusionPipeline):
         num_inference_steps: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         noise: torch.Tensor | None = None,
+        noise_scale: float | None = None,
         layout: Any = None,
         layout_tokens: int | None = None,
         num_images_per_prompt: int = 1,
@@ -187,6 +189,9 @@ class DARPipeline(DiffusionPipeline):
             generator: one ``torch.Generator`` for the decoder noise and the AR sampling (consumed batch after
                 batch), or a list of one generator per image (each image then independent of the batching).
             noise: optional (B, 3, H, W) initial decoder noise instead of drawing it.
+            noise_scale: standard deviation of the drawn decoder noise (default: the tokenizer's
+                ``config.noise_scale``, 1 for the paper's tokenizers; the shipped demo's is in its config.json).
+                Below 1 trades diversity for fidelity to the codes. Not allowed together with ``noise``.
             layout: reference images (B|1, 3, H, W) float in [-1, 1], uint8, PIL images) or codes (B|1, N) for
                 layout control (paper Fig. 6).
             layout_tokens: how many leading reference codes to force (paper Fig. 6 uses 8–32).
@@ -234,6 +239,7 @@ class DARPipeline(DiffusionPipeline):
         num_inference_steps: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         noise: torch.Tensor | None = None,
+        noise_scale: float | None = None,
         layout: Any = None,
         layout_tokens: int | None = None,
         num_images_per_prompt: int = 1,
@@ -256,7 +262,7 @@ class DARPipeline(DiffusionPipeline):
     def _initial_noise(self, request: GenerationRequest) -> torch.Tensor:
         if request.noise is not None:
             return request.noise
-        return self.tokenizer.initial_noise(request.batch, request.generator)
+        return self.tokenizer.initial_noise(request.batch, request.generator, scale=request.noise_scale)
 
     def _code_groups(self, request: GenerationRequest) -> Iterator[torch.Tensor]:
         if (
@@ -311,6 +317,7 @@ class DARPipeline(DiffusionPipeline):
         num_inference_steps,
         generator,
         noise,
+        noise_scale,
         layout,
         layout_tokens,
         num_images_per_prompt,
@@ -336,6 +343,12 @@ class DARPipeline(DiffusionPipeline):
         )
         check_generator(generator, len(labels), "cpu" if self.engine is not None else self._execution_device)
         noise = check_noise(noise, (len(labels), 3, cfg.image_size, cfg.image_size))
+        if noise_scale is not None:
+            if noise is not None:
+                raise ValueError(
+                    "noise is used as given: pass noise or noise_scale, not both (scale the noise yourself)"
+                )
+            noise_scale = check_noise_scale(noise_scale)
         return GenerationRequest(
             labels=labels.to(self._execution_device),
             options=options,
@@ -346,6 +359,7 @@ class DARPipeline(DiffusionPipeline):
             noise=None if noise is None else noise.to(self._execution_device, self.tokenizer.dtype),
             generator=generator,
             output_type=output_type,
+            noise_scale=noise_scale,
         )
 
     def _prefix_codes(self, layout: Any, layout_tokens: int | None, batch: int, num_tokens: int):

@@ -63,6 +63,12 @@ def main(cfg: ARTrainingConfig) -> dict:
 
     run = setup(cfg, "train_llama_ar")
     dataset, tok, layout, num_tokens = build_data(cfg, run.accelerator.device)
+    if cfg.model.noise_scale is not None:
+        from tokenizer import with_noise_scale
+
+        if tok is None:
+            raise ValueError("model.noise_scale sets the tokenizer's: set model.tokenizer_path")
+        tok = with_noise_scale(tok, cfg.model.noise_scale)
     if cfg.model.overrides.get("num_tokens", num_tokens) != num_tokens:
         raise ValueError(
             f"model.overrides.num_tokens={cfg.model.overrides['num_tokens']} but the codes have {num_tokens}"

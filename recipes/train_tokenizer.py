@@ -22,10 +22,15 @@ logger = logging.getLogger("train_tokenizer")
 
 
 def build_tokenizer(cfg: TokenizerTrainingConfig):
-    from tokenizer import DARTokenizer
+    from tokenizer import DARTokenizer, split_codebook
 
     if cfg.model.init_from:
         tok = DARTokenizer.from_pretrained(cfg.model.init_from)
+        if cfg.model.split_codebook > 1:  # resumed runs then load the split codebook's checkpoint over it
+            generator = torch.Generator().manual_seed(cfg.train.seed)
+            tok = split_codebook(
+                tok, cfg.model.split_codebook, spread=cfg.model.split_spread, generator=generator
+            )
     else:
         tok = DARTokenizer.from_preset(cfg.model.preset, **cfg.model.overrides)
     if cfg.data.image_size != tok.config.image_size:

@@ -25,6 +25,13 @@ from tokenizer.sampler import Sampler
 CONDITION_CONTEXTS = ("group", "prefix")
 
 
+def check_noise_scale(value: Any) -> float:
+    """Validate a decoder noise scale (the standard deviation of x₀): a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"noise_scale must be a finite number >= 0 (1: the flow's prior), got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class TokenizerConfig:
     """Configuration of :class:`tokenizer.DARTokenizer`. Defaults are the official ``tokenizer_v1`` sizes.
@@ -52,6 +59,9 @@ class TokenizerConfig:
         data_scale: multiplier that maps images in [-1, 1] to flow data x₁ (the official ``data_std``).
         time_shift: β of the time shift s = u / (u + β(1 − u)).
         sampler: default ODE step, ``"adams2"`` (official fixed-weight Adams–Bashforth-2) or ``"euler"``.
+        noise_scale: standard deviation of the decoder's drawn starting noise x₀ (``initial_noise``; 1 = the
+            flow's prior, as the paper and the official code sample). Below 1 trades diversity for fidelity to the
+            codes, like a sampling temperature; training always uses N(0, I), and noise passed in is used as is.
         repa_layer: index of the decoder block whose *input* feeds the REPA head; ``None`` = no head.
         repa_hidden_dim: hidden width of the REPA head MLP.
         repa_dim: output width of the REPA head (the target feature width, 768 for DINOv2-B).
@@ -109,6 +119,7 @@ class TokenizerConfig:
     data_scale: float = 0.6
     time_shift: float = 2.0
     sampler: str = Sampler.ADAMS2.value
+    noise_scale: float = 1.0
     repa_layer: int | None = 8
     repa_hidden_dim: int = 2048
     repa_dim: int = 768
@@ -215,6 +226,7 @@ class TokenizerConfig:
         if self.sampler not in {s.value for s in Sampler}:
             raise ValueError(f"sampler must be one of {[s.value for s in Sampler]}, got {self.sampler!r}")
         object.__setattr__(self, "sampler", Sampler(self.sampler).value)  # a plain str in config.json
+        check_noise_scale(self.noise_scale)
         if not self.data_scale > 0 or not self.time_shift > 0:
             raise ValueError(
                 f"data_scale and time_shift must be > 0, got {self.data_scale} and {self.time_shift}"

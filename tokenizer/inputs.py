@@ -53,3 +53,14 @@ def check_codes(codes: Any, cfg: TokenizerConfig, *, whole_groups: bool = True) 
             f"codes must lie in [0, {cfg.codebook_size}), got values in [{int(codes.min())}, {int(codes.max())}]"
         )
     return codes.long()
+
+
+def check_noise(noise: Any, cfg: TokenizerConfig) -> Tensor:
+    """A decoder starting noise x₀ given by the caller: a finite float (B, 3, image_size, image_size) tensor."""
+    shape = (3, cfg.image_size, cfg.image_size)
+    if not isinstance(noise, Tensor) or noise.ndim != 4 or tuple(noise.shape[1:]) != shape:
+        got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+        raise ValueError(f"noise must be a (B, {shape[0]}, {shape[1]}, {shape[2]}) tensor, got {got}")
+    if not noise.is_floating_point() or not torch.isfinite(noise).all():
+        raise ValueError("noise must be a finite float tensor (it contains NaN/inf or is not float)")
+    return noise

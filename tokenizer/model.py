@@ -25,7 +25,7 @@ from torch import Tensor
 
 from tokenizer.checkpoint import drop_diffusers_loader_options, load_weights, resolve_folder
 from tokenizer.conditioning import ConditionNetwork
-from tokenizer.config import TOKENIZER_PRESETS, TokenizerConfig, takes_config_fields
+from tokenizer.config import TOKENIZER_PRESETS, TokenizerConfig, check_noise_scale, takes_config_fields
 from tokenizer.decoder import PixelDecoder
 from tokenizer.encoder import TokenEncoder
 from tokenizer.flow import (
@@ -37,7 +37,7 @@ from tokenizer.flow import (
     shift_time,
     velocity_target,
 )
-from tokenizer.inputs import check_codes, check_images
+from tokenizer.inputs import check_codes, check_images, check_noise
 from tokenizer.kernels import linear_kernels
 from tokenizer.losses import PerceptualLoss, RepaTarget, TokenizerLosses, flow_matching_loss, repa_loss
 from tokenizer.quantizer import VectorQuantizer
@@ -224,12 +224,7 @@ class DARTokenizer(ModelMixin, ConfigMixin):
                 raise ValueError(f"num_groups must be an int in [1, {cfg.num_steps}], got {num_groups!r}")
             chunks = iter(code_chunks)
         if noise is not None:
-            shape = (3, cfg.image_size, cfg.image_size)
-            if not isinstance(noise, Tensor) or noise.ndim != 4 or tuple(noise.shape[1:]) != shape:
-                got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
-                raise ValueError(f"noise must be a (B, {shape[0]}, {shape[1]}, {shape[2]}) tensor, got {got}")
-            if not noise.is_floating_point() or not torch.isfinite(noise).all():
-                raise ValueError("noise must be a finite float tensor (it contains NaN/inf or is not float)")
+            check_noise(noise, cfg)
         return self._stream(chunks, total, generator, noise, sampler)
 
     def _stream(
@@ -272,17 +267,22 @@ class DARTokenizer(ModelMixin, ConfigMixin):
             x, previous_velocity = x_next, velocity
 
     def initial_noise(
-        self, batch_size: int, generator: torch.Generator | list[torch.Generator] | None = None
+        self,
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        scale: float | None = None,
     ) -> Tensor:
-        """The decoder's starting point x₀ ~ N(0, I): (batch_size, 3, image_size, image_size) in the model dtype.
+        """The decoder's starting point x₀ ~ N(0, σ²I), σ = ``scale`` (default ``config.noise_scale``, 1).
 
         Drawn with diffusers' ``randn_tensor``: a CPU generator gives the same noise on any device, and a list of
         ``batch_size`` generators draws image i with generator i (independent of how images are batched).
+        Returns (batch_size, 3, image_size, image_size) in the model dtype.
         """
         size = self.config.image_size
+        scale = self.config.noise_scale if scale is None else check_noise_scale(scale)
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for {batch_size} images: pass one per image")
-        return randn_tensor(
+        return scale * randn_tensor(  # × 1.0 is exact: the default noise is the paper's
             (batch_size, 3, size, size), generator=generator, device=self.device, dtype=self.dtype
         )
 

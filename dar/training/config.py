@@ -157,12 +157,18 @@ class TokenizerModelConfig:
         preset: a key of ``tokenizer.TOKENIZER_PRESETS`` (``tokenizer_v1``, ``demo``, ``tiny``).
         overrides: ``TokenizerConfig`` fields to change, e.g. ``{"num_decoder_layers": 8}``.
         init_from: a ``save_pretrained`` folder to start from (strict load) instead of a random init.
+        split_codebook: with ``init_from``, grow its codebook this many times by splitting every code
+            (``tokenizer.split_codebook``; 1 = keep it). The codes change meaning for the new codes only, but
+            a prior trained on the old codes must be retrained on the new ones.
+        split_spread: norm of the perturbation of the split copies (unit-norm codes).
         gradient_checkpointing: trade compute for memory (official: on).
     """
 
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
+    split_codebook: int = 1
+    split_spread: float = 0.01
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -171,6 +177,19 @@ class TokenizerModelConfig:
                 f"model.overrides {sorted(self.overrides)} do not apply to model.init_from={self.init_from!r}: the "
                 "export's own config sets the architecture. Drop the overrides, or train from the preset."
             )
+        if (
+            isinstance(self.split_codebook, bool)
+            or not isinstance(self.split_codebook, int)
+            or self.split_codebook < 1
+        ):
+            raise ValueError(f"model.split_codebook must be an int >= 1, got {self.split_codebook!r}")
+        if self.split_codebook > 1 and not self.init_from:
+            raise ValueError(
+                "model.split_codebook splits the codebook of a trained tokenizer: set model.init_from, or set "
+                "model.overrides.codebook_size to train a larger codebook from scratch"
+            )
+        if not self.split_spread >= 0:
+            raise ValueError(f"model.split_spread must be >= 0, got {self.split_spread!r}")
 
 
 @dataclass
@@ -244,12 +263,24 @@ class ARModelConfig:
         tokenizer_path: the tokenizer folder; needed for on-the-fly tokenization and sample grids, and checked
             against the fingerprint of pre-extracted codes (default: the path recorded with the codes).
         num_classes: number of classes when neither the codes nor the dataset name them.
+        noise_scale: the decoder's starting-noise std in the sample grids and in the exported pipeline's tokenizer
+            (``TokenizerConfig.noise_scale``; None keeps the tokenizer's own, 1 for the paper's).
     """
 
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
     tokenizer_path: str | None = None
     num_classes: int | None = None
+    noise_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.noise_scale is not None:
+            from tokenizer.config import check_noise_scale
+
+            try:
+                check_noise_scale(self.noise_scale)
+            except ValueError as error:
+                raise ValueError(f"model.{error}") from None
 
 
 @dataclass

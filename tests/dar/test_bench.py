@@ -182,3 +182,7 @@ def test_code_channel_scores_are_consistent_accuracies():
     assert result["flow_every_seed"] <= min(result["flow_per_seed"])
     assert max(result["flow_per_seed"]) <= result["flow_any_seed"]
     assert 1 <= result["codes_used"] <= tokenizer.config.codebook_size
+    assert 0.0 <= result["flow_unquantised"] <= 1.0
+    # the decoder noise scale reaches the decoder: at 0 every seed draws the same (zero) noise
+    still = measure(tokenizer, Brightness(), images, labels, seeds=2, noise_scale=0.0)
+    assert still["flow_per_seed"][0] == still["flow_per_seed"][1] == still["flow_every_seed"]

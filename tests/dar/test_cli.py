@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -39,6 +40,29 @@ def test_sample_writes_a_grid(checkpoint, tmp_path, capsys):
     size = DARTokenizer.from_preset("tiny").config.image_size
     assert grid.size == (2 * (size + 2) + 2, 2 * (size + 2) + 2)
     assert "samples.png" in capsys.readouterr().out
+
+
+def test_noise_scale_reaches_the_decoder(checkpoint, tmp_path):
+    def grid(*extra):
+        out = tmp_path / "_".join(extra or ("default",))
+        cli.main(
+            [
+                "sample",
+                "--checkpoint",
+                str(checkpoint),
+                "--classes",
+                "0",
+                "--out",
+                str(out),
+                "--quiet",
+                *extra,
+            ]
+        )
+        return np.asarray(Image.open(out / "samples.png"))
+
+    default = grid()
+    assert np.array_equal(grid("--noise-scale", "1"), default)  # the tiny tokenizer's noise_scale is 1
+    assert not np.array_equal(grid("--noise-scale", "0.3"), default)
 
 
 def test_stream_writes_strip_and_gif(checkpoint, tmp_path):
@@ -206,6 +230,10 @@ def test_the_same_commands_serve_a_dart_folder(dart_checkpoint, tmp_path, capsys
     assert "not options of a DART pipeline" in _error(
         ["sample", "--checkpoint", str(dart_checkpoint), "--top-k", "5", "--out", str(tmp_path)], capsys
     )
+    assert "--noise-scale is an option of D-AR's decoder" in _error(
+        ["sample", "--checkpoint", str(dart_checkpoint), "--noise-scale", "0.5", "--out", str(tmp_path)],
+        capsys,
+    )
 
 
 def test_eval_levels_gives_the_held_out_loss_of_every_dart_level(dart_checkpoint, tmp_path, capsys):
@@ -267,6 +295,7 @@ def test_arguments_are_checked_before_the_model_is_loaded(checkpoint, tmp_path, 
     assert "--per-class must be at least 1" in _error(base + ["--per-class", "0"], capsys)
     assert "--batch-size must be at least 1" in _error(base + ["--batch-size", "0"], capsys)
     assert "temperature must be > 0" in _error(base + ["--temperature", "0"], capsys)
+    assert "noise_scale must be a finite number >= 0" in _error(base + ["--noise-scale", "-1"], capsys)
     assert "--kid-subset-size must be at least 1" in _error(
         [
             "eval",

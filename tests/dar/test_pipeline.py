@@ -304,3 +304,24 @@ def test_diffusers_generic_loader_works_with_custom_pipeline(pipe, tmp_path, mon
     assert type(loaded).__name__ == "DARPipeline"
     a = loaded([1], generator=torch.Generator().manual_seed(3), **_kwargs()).images
     torch.testing.assert_close(a, pipe([1], generator=torch.Generator().manual_seed(3), **_kwargs()).images)
+
+
+def test_noise_scale_defaults_to_the_tokenizer_config_and_is_one_place(pipe):
+    tokenizer = pipe.tokenizer
+    cooler = DARTokenizer(**tokenizer.config.replace(noise_scale=0.5).to_dict())
+    cooler.load_state_dict(tokenizer.state_dict())
+    cool_pipe = DARPipeline(tokenizer=cooler.eval(), ar_model=pipe.ar_model)
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    default = cool_pipe([0, 2], generator=g(), **_kwargs()).images
+    torch.testing.assert_close(pipe([0, 2], generator=g(), noise_scale=0.5, **_kwargs()).images, default)
+    unscaled = pipe([0, 2], generator=g(), **_kwargs()).images
+    torch.testing.assert_close(
+        cool_pipe([0, 2], generator=g(), noise_scale=1.0, **_kwargs()).images, unscaled
+    )
+    assert (unscaled - default).abs().amax() > 1e-3
+    last = list(pipe.stream([0, 2], generator=g(), noise_scale=0.5, **_kwargs()))[-1]
+    torch.testing.assert_close(last.preview, default)
+    with pytest.raises(ValueError, match="noise or noise_scale, not both"):
+        pipe([0], noise=torch.zeros(1, 3, 16, 16), noise_scale=0.5)
+    with pytest.raises(ValueError, match="noise_scale must be a finite number >= 0"):
+        pipe([0], noise_scale=-1.0)

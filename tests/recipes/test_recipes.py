@@ -108,6 +108,7 @@ def pipeline_runs(tmp_path_factory):
             f"data.path={codes_dir}",
             f"model.tokenizer_path={export}",
             f"train.output_dir={ar_dir}",
+            "model.noise_scale=0.5",
         ],
     )
     return {"images": images, "tok": tok_dir, "codes": codes_dir, "ar": ar_dir}
@@ -146,6 +147,7 @@ def test_ar_launch_exports_stock_llama(pipeline_runs):
     from transformers import AutoModelForCausalLM
 
     from llama_ar import VocabLayout
+    from tokenizer import DARTokenizer
 
     run = pipeline_runs["ar"]
     steps = [r for r in read_jsonl(run / "logs" / "train_log.jsonl") if "step" in r]
@@ -159,6 +161,11 @@ def test_ar_launch_exports_stock_llama(pipeline_runs):
     # tokenizer_path was set: the pair is also exported as one pipeline folder
     pipe = DARPipeline.from_pretrained(run / "export" / "pipeline")
     assert pipe.vocab_layout == layout and pipe.tokenizer.config.codebook_size == 64
+    # model.noise_scale went into the pipeline's tokenizer, and only there; the weights are the tokenizer's
+    tok = DARTokenizer.from_pretrained(pipeline_runs["tok"] / "export" / "tokenizer")
+    assert pipe.tokenizer.config == tok.config.replace(noise_scale=0.5)
+    for name, weight in tok.state_dict().items():
+        assert torch.equal(pipe.tokenizer.state_dict()[name], weight), name
 
 
 def test_ar_refuses_codes_of_another_tokenizer(pipeline_runs, tmp_path):
@@ -339,3 +346,33 @@ def test_dart_recipe_trains_logs_every_level_resumes_exactly_and_exports(tmp_pat
     assert pipe.id2label == {i: f"class_{i}" for i in range(4)}  # class names travel with the folder
     images = pipe([0, 3], generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert images.shape == (2, 3, 8, 8)
+
+
+def test_split_codebook_stage_trains_resumes_and_exports_the_larger_codebook(pipeline_runs, tmp_path):
+    from tokenizer import DARTokenizer
+
+    module = _load_recipe("train_tokenizer")
+    source = pipeline_runs["tok"] / "export" / "tokenizer"
+    common = [
+        "data.synthetic_size=16",
+        "model.overrides={}",
+        f"model.init_from={source}",
+        "model.split_codebook=2",
+        "train.save_every=2",
+    ]
+
+    def run(name, steps, *extra):
+        overrides = [*common, f"train.max_steps={steps}", f"train.output_dir={tmp_path / name}", *extra]
+        module.main(load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, overrides))
+
+    run("a", 4)
+    run("b", 2)
+    run("b", 4, "train.resume=latest")
+    assert _losses(tmp_path / "a") == _losses(
+        tmp_path / "b"
+    )  # the split is rebuilt, then the checkpoint wins
+    before = DARTokenizer.from_pretrained(source).config
+    after = DARTokenizer.from_pretrained(tmp_path / "a" / "export" / "tokenizer").config
+    assert after == before.replace(codebook_size=2 * before.codebook_size)
+    with pytest.raises(ValueError, match="set model.init_from"):
+        load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, ["model.split_codebook=2"])

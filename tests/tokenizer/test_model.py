@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tiny import random_images
 
-from tokenizer import TOKENIZER_PRESETS, DARTokenizer, TokenizerConfig
+from tokenizer import TOKENIZER_PRESETS, DARTokenizer, TokenizerConfig, split_codebook, with_noise_scale
 
 
 def test_from_preset_config_and_overrides():
@@ -142,3 +142,81 @@ def test_gradient_checkpointing_gives_the_same_losses():
 def test_from_pretrained_names_a_missing_local_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no tokenizer folder"):
         DARTokenizer.from_pretrained(tmp_path / "absent")
+
+
+def test_noise_scale_scales_the_drawn_noise_only(tiny):
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    torch.testing.assert_close(tiny.initial_noise(2, g(), scale=0.5), 0.5 * tiny.initial_noise(2, g()))
+    assert not tiny.initial_noise(2, g(), scale=0.0).any()
+    cooler = DARTokenizer(**tiny.config.replace(noise_scale=0.5).to_dict())
+    cooler.load_state_dict(tiny.state_dict())
+    cooler.eval()
+    codes = tiny.encode(random_images(2, 16))
+    expected = tiny.decode(codes, noise=0.5 * tiny.initial_noise(2, g()))
+    torch.testing.assert_close(cooler.decode(codes, generator=g()), expected)
+    explicit = tiny.initial_noise(2, g())
+    torch.testing.assert_close(cooler.decode(codes, noise=explicit), tiny.decode(codes, noise=explicit))
+    for bad in (-0.1, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="noise_scale must be a finite number >= 0"):
+            tiny.initial_noise(1, scale=bad)
+        with pytest.raises(ValueError, match="noise_scale must be a finite number >= 0"):
+            TokenizerConfig(noise_scale=bad)
+
+
+def test_split_codebook_with_no_spread_keeps_codes_and_images(tiny):
+    images = random_images(3, 16)
+    split = split_codebook(tiny, 3, spread=0.0, generator=torch.Generator().manual_seed(0))
+    size = tiny.config.codebook_size
+    assert split.config == tiny.config.replace(codebook_size=3 * size) and not split.training
+    codes = tiny.encode(images)
+    assert torch.equal(split.encode(images), codes)
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    torch.testing.assert_close(split.decode(codes, generator=g()), tiny.decode(codes, generator=g()))
+    # the copies are the codes; the EMA statistics are shared among them and still average to the codebook
+    book = split.quantizer.vq._codebook
+    assert torch.equal(split.quantizer.codebook[size:], tiny.quantizer.codebook.repeat(2, 1))
+    torch.testing.assert_close(book.cluster_size.sum(), tiny.quantizer.vq._codebook.cluster_size.sum())
+    torch.testing.assert_close(book.embed_avg / book.cluster_size[..., None], book.embed)
+
+
+def test_split_codebook_spreads_the_copies_and_round_trips(tiny, tmp_path):
+    size = tiny.config.codebook_size
+    split = split_codebook(tiny, 2, spread=0.05, generator=torch.Generator().manual_seed(0))
+    book, old = split.quantizer.codebook, tiny.quantizer.codebook
+    assert torch.equal(book[:size], old)
+    torch.testing.assert_close(book.norm(dim=-1), torch.ones(2 * size))
+    moved = (book[size:] - old).norm(dim=-1)
+    assert (moved > 0.02).all() and (moved < 0.06).all()
+    again = split_codebook(tiny, 2, spread=0.05, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.quantizer.codebook, book)  # the generator decides the directions
+    split.save_pretrained(tmp_path)
+    loaded = DARTokenizer.from_pretrained(tmp_path)
+    images = random_images(2, 16)
+    assert torch.equal(loaded.encode(images), split.encode(images))
+    assert split_codebook(tiny.train(), 2).training
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"factor": 1}, "factor must be an int >= 2"),
+        ({"factor": 2.0}, "factor must be an int >= 2"),
+        ({"factor": 2, "spread": -1.0}, "spread must be a number >= 0"),
+    ],
+)
+def test_split_codebook_rejects_bad_arguments(tiny, kwargs, match):
+    factor = kwargs.pop("factor")
+    with pytest.raises(ValueError, match=match):
+        split_codebook(tiny, factor, **kwargs)
+
+
+def test_with_noise_scale_changes_only_the_default_noise(tiny, tmp_path):
+    cooler = with_noise_scale(tiny, 0.25)
+    assert cooler.config == tiny.config.replace(noise_scale=0.25) and tiny.config.noise_scale == 1
+    assert not cooler.training
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    torch.testing.assert_close(cooler.initial_noise(2, g()), 0.25 * tiny.initial_noise(2, g()))
+    cooler.save_pretrained(tmp_path)
+    assert DARTokenizer.from_pretrained(tmp_path).config.noise_scale == 0.25
+    with pytest.raises(ValueError, match="noise_scale must be a finite number >= 0"):
+        with_noise_scale(tiny, -1)
