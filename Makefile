@@ -70,6 +70,7 @@ demo-train: $(STAMP)
 	$(DEMO_LAUNCH) recipes/train_tokenizer.py --config recipes/configs/demo_tokenizer_stage4.yaml
 	$(DEMO_LAUNCH) recipes/train_tokenizer.py --config recipes/configs/demo_tokenizer_stage5.yaml
 	$(DEMO_LAUNCH) recipes/train_tokenizer.py --config recipes/configs/demo_tokenizer_stage6.yaml
+	$(DEMO_LAUNCH) recipes/train_tokenizer.py --config recipes/configs/demo_tokenizer_stage7.yaml
 	$(DEMO_LAUNCH) recipes/extract_codes.py --config recipes/configs/demo_codes.yaml
 	$(DEMO_LAUNCH) recipes/train_llama_ar.py --config recipes/configs/demo_ar.yaml
 	rm -rf checkpoints/dar-animals && cp -r runs/demo_ar/export/pipeline checkpoints/dar-animals

@@ -70,18 +70,20 @@ def tokenizer_curve(
     """Reconstruction accuracy per checkpoint of ``run`` at ``offset + step``; with ``with_init`` and a run that
     starts from an export (``model.init_from``), that export too, at ``offset``."""
     from dar.training.checkpoints import list_checkpoints
-    from tokenizer import DARTokenizer, TokenizerLossModule
+    from tokenizer import DARTokenizer, TokenizerLossModule, split_codebook
 
     cfg = _run_config(run, "tokenizer")
 
     def fresh():  # the architecture the run trained, as recipes/train_tokenizer.py builds it
-        if cfg.model.init_from:
-            return DARTokenizer.from_pretrained(cfg.model.init_from)
-        return DARTokenizer.from_preset(cfg.model.preset, **cfg.model.overrides)
+        if not cfg.model.init_from:
+            return DARTokenizer.from_preset(cfg.model.preset, **cfg.model.overrides)
+        tok = DARTokenizer.from_pretrained(cfg.model.init_from)
+        factor = cfg.model.split_codebook  # the checkpoint's weights replace the split codebook
+        return split_codebook(tok, factor) if factor > 1 else tok
 
     rows = []
     if with_init and cfg.model.init_from:
-        acc = _recon_accuracy(fresh(), images, labels, classifier)
+        acc = _recon_accuracy(DARTokenizer.from_pretrained(cfg.model.init_from), images, labels, classifier)
         rows.append({"part": "tokenizer", "step": offset, "recon_class_accuracy": acc, "run": str(run)})
     for step, path in list_checkpoints(run / "checkpoints"):
         tok = fresh()
@@ -98,10 +100,12 @@ def ar_curve(run: Path, per_class: int, classifier) -> list[dict]:
     from dar.pipeline import DARPipeline
     from dar.training.checkpoints import list_checkpoints
     from llama_ar import ARConfig, ARLossModule, VocabLayout, build_ar_model
-    from tokenizer import DARTokenizer
+    from tokenizer import DARTokenizer, with_noise_scale
 
     cfg = _run_config(run, "ar")
     tok = DARTokenizer.from_pretrained(cfg.model.tokenizer_path).eval()
+    if cfg.model.noise_scale is not None:  # as the run's exported pipeline
+        tok = with_noise_scale(tok, cfg.model.noise_scale)
     names = read_codes_index(cfg.data.path).class_names
     layout = VocabLayout(tok.config.codebook_size, len(names), dict(enumerate(names)))
     labels = [c for c in range(len(names)) for _ in range(per_class)]

@@ -374,5 +374,15 @@ def test_split_codebook_stage_trains_resumes_and_exports_the_larger_codebook(pip
     before = DARTokenizer.from_pretrained(source).config
     after = DARTokenizer.from_pretrained(tmp_path / "a" / "export" / "tokenizer").config
     assert after == before.replace(codebook_size=2 * before.codebook_size)
+
+    class Brightness:  # a stand-in judge for the learning curve, which rebuilds the split to load checkpoints
+        def predict(self, images):
+            return (images.mean(dim=(1, 2, 3)) > 0).long()
+
+    from dar.bench.learning_curve import tokenizer_curve
+
+    images = torch.rand(4, 3, after.image_size, after.image_size) * 2 - 1
+    rows = tokenizer_curve(tmp_path / "a", images, torch.tensor([0, 1, 0, 1]), Brightness(), with_init=True)
+    assert [r["step"] for r in rows] == [0, 2, 4]
     with pytest.raises(ValueError, match="set model.init_from"):
         load_config(CONFIGS / "tiny_tokenizer.yaml", TokenizerTrainingConfig, ["model.split_codebook=2"])
