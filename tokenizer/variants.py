@@ -62,11 +62,7 @@ def split_codebook(
     state[prefix + "embed"] = new_embed
     state[prefix + "cluster_size"] = new_cluster
     state[prefix + "embed_avg"] = new_embed * new_cluster[..., None]  # averages to the codebook
-    split = split.to(tokenizer.device)
-    if split.dtype != tokenizer.dtype:
-        split = split.to(tokenizer.dtype)
-    split.load_state_dict(state, strict=True)
-    return split.train(tokenizer.training)
+    return _rebuilt(tokenizer, split, state)
 
 
 def with_noise_scale(tokenizer: DARTokenizer, noise_scale: float) -> DARTokenizer:
@@ -76,8 +72,14 @@ def with_noise_scale(tokenizer: DARTokenizer, noise_scale: float) -> DARTokenize
     (saved with ``save_pretrained``). Pass ``noise_scale=`` to ``initial_noise`` or the pipeline for one call.
     """
     noise_scale = check_noise_scale(noise_scale)
-    copy = type(tokenizer)(**tokenizer.config.replace(noise_scale=noise_scale).to_dict()).to(tokenizer.device)
-    if copy.dtype != tokenizer.dtype:
-        copy = copy.to(tokenizer.dtype)
-    copy.load_state_dict(tokenizer.state_dict(), strict=True)
-    return copy.train(tokenizer.training)
+    copy = type(tokenizer)(**tokenizer.config.replace(noise_scale=noise_scale).to_dict())
+    return _rebuilt(tokenizer, copy, tokenizer.state_dict())
+
+
+def _rebuilt(source: DARTokenizer, target: DARTokenizer, state: dict) -> DARTokenizer:
+    """``target`` on ``source``'s device and dtype, with ``state`` loaded strictly and ``source``'s mode."""
+    target = target.to(source.device)
+    if target.dtype != source.dtype:  # only when needed: diffusers warns on a dtype cast
+        target = target.to(source.dtype)
+    target.load_state_dict(state, strict=True)
+    return target.train(source.training)

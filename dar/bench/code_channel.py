@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     from dar.demo.classifier import ShapeClassifier
     from dar.images import from_uint8
     from tokenizer import DARTokenizer
+    from tokenizer.config import check_noise_scale
 
     parser = argparse.ArgumentParser(
         prog="python -m dar.bench.code_channel", description=__doc__.split("\n")[0]
@@ -90,8 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    if args.noise_scale is not None and not 0 <= args.noise_scale < float("inf"):
-        parser.error(f"--noise-scale must be a finite number >= 0, got {args.noise_scale}")
+    if args.noise_scale is not None:
+        try:
+            check_noise_scale(args.noise_scale)
+        except ValueError as error:
+            parser.error(str(error))
     tokenizer = DARTokenizer.from_pretrained(args.tokenizer).eval()
     classifier = ShapeClassifier.from_pretrained(str(DEMO_CLASSIFIER)).eval()
     images, labels = animal_shapes_uint8("test")
