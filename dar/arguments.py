@@ -1,7 +1,8 @@
 """Command-line flags shared by the ``dar`` command and the recipes: one flag per sampling option.
 
 The flags are generated from :class:`llama_ar.options.SamplingOptions` and have no defaults of their own: an
-option not given on the command line keeps the library's default, so defaults live in one place.
+option not given on the command line keeps the library's default (for temperature / top-k / top-p, the checkpoint's
+``generation_config.json`` first), so defaults live in one place.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import typing
 
 from dar.engines import ENGINES
 from dar.evaluation import DEMO_REFERENCE, FEATURE_KINDS, GENERATION_METRICS
-from llama_ar.options import SamplingOptions
+from llama_ar.options import GENERATION_CONFIG_FIELDS, SamplingOptions
 
 __all__ = [
     "add_eval_arguments",
@@ -64,10 +65,13 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(SamplingOptions)
     for field in dataclasses.fields(SamplingOptions):
         kind, flag = hints[field.name], "--" + field.name.replace("_", "-")
+        default = f"default {field.default}"
+        if field.name in GENERATION_CONFIG_FIELDS:
+            default = f"default: the checkpoint's generation_config.json, else {field.default}"
         if typing.get_origin(kind) is typing.Literal:
-            parser.add_argument(flag, choices=typing.get_args(kind), help=f"default {field.default}")
+            parser.add_argument(flag, choices=typing.get_args(kind), help=default)
         elif kind in (int, float):
-            parser.add_argument(flag, type=kind, help=f"default {field.default}")
+            parser.add_argument(flag, type=kind, help=default)
         else:  # fast_linear: bool | None
             parser.add_argument(
                 flag, type=_on_off, help="on or off (default: on for fp32 models on a non-Intel CPU)"

@@ -197,7 +197,8 @@ def cmd_eval(args) -> None:
                 generator=_generator(pipe, args.seed),
                 **sampling_kwargs(args),
             )
-            names, settings["sampling"] = class_names(pipe), sampling_kwargs(args)
+            names = class_names(pipe)
+            settings["sampling"] = {**getattr(pipe, "sampling_defaults", {}), **sampling_kwargs(args)}
             judges.to(pipe.device)
         results = protocol.run_evaluation(
             images,

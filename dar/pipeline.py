@@ -97,6 +97,7 @@ class DARPipeline(DiffusionPipeline):
                 f"the AR model holds {ar_model.config.max_position_embeddings - 1} codes but the tokenizer uses "
                 f"{tokenizer.config.num_tokens}: pair models trained together."
             )
+        SamplingOptions.defaults_from(getattr(ar_model, "generation_config", None))  # refuse bad defaults now
         self.register_modules(tokenizer=tokenizer, ar_model=ar_model)
         self.engine = build_engine(engine, ar_model, tokenizer.config.codebook_size)  # None: ar_model samples
 
@@ -155,6 +156,14 @@ class DARPipeline(DiffusionPipeline):
         """Class ids or names → a (B,) int64 tensor of validated class ids (on the CPU)."""
         return self.vocab_layout.class_ids(class_labels, device="cpu")
 
+    @property
+    def sampling_defaults(self) -> dict[str, Any]:
+        """``temperature`` / ``top_k`` / ``top_p`` set by ``ar_model.generation_config`` (transformers' own sampling
+        defaults, also used by plain ``generate``); they apply when ``options`` is not given, and keywords override
+        them. The shipped demo's sets ``temperature`` 0.8; the converted official weights' set the neutral 1 / 0 / 1.
+        """
+        return SamplingOptions.defaults_from(getattr(self.ar_model, "generation_config", None))
+
     # ------------------------------------------------------------------ generation
     @torch.inference_mode()
     def __call__(
@@ -183,7 +192,8 @@ class DARPipeline(DiffusionPipeline):
             options: a :class:`llama_ar.SamplingOptions`; its fields can also be given as keywords:
                 ``cfg_scale`` (4.0; 1 disables guidance), ``cfg_schedule`` ("constant" or "linear"),
                 ``cfg_scale_start``, ``cfg_interval``, ``temperature``, ``top_k``, ``top_p``, ``cache``,
-                ``fast_linear``. The paper's FIDs use linear 1.1→8.0 (D-AR-L) / 1.1→10.0 (D-AR-XL).
+                ``fast_linear``. Without ``options``, ``temperature`` / ``top_k`` / ``top_p`` default to
+                :attr:`sampling_defaults` (the checkpoint's ``generation_config.json``). The paper's FIDs use linear 1.1→8.0 (D-AR-L) / 1.1→10.0 (D-AR-XL).
             num_inference_steps: decoder steps = code groups sampled (default: all); fewer groups give the
                 paper's partial-token images (Table 5).
             generator: one ``torch.Generator`` for the decoder noise and the AR sampling (consumed batch after
@@ -331,6 +341,8 @@ class DARPipeline(DiffusionPipeline):
             if option_fields.get("cfg_scale", guidance_scale) != guidance_scale:
                 raise ValueError("pass cfg_scale or guidance_scale (its diffusers name), not both")
             option_fields["cfg_scale"] = guidance_scale
+        if options is None:  # the checkpoint's defaults (generation_config.json), then the caller's keywords
+            option_fields = {**self.sampling_defaults, **option_fields}
         options = SamplingOptions.build(options, **option_fields)
         repeat = int_in_range("num_images_per_prompt", num_images_per_prompt, 1)
         labels = self.check_class_labels(class_labels).repeat_interleave(repeat)

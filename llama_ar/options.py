@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CacheKind", "CfgSchedule", "SamplingOptions", "cfg_scales"]
+__all__ = ["GENERATION_CONFIG_FIELDS", "CacheKind", "CfgSchedule", "SamplingOptions", "cfg_scales"]
 
 CfgSchedule = Literal["constant", "linear"]
 CacheKind = Literal["dynamic", "static", "preallocated"]
 MAX_CFG_SCALE = 1000.0
+#: The fields a checkpoint's ``generation_config.json`` may set as its sampling defaults: transformers' names and
+#: meanings, so ``pipe(...)`` and plain ``ar_model.generate(...)`` draw with the same defaults.
+GENERATION_CONFIG_FIELDS = ("temperature", "top_k", "top_p")
 
 
 def _real(name: str, value: Any) -> float:
@@ -125,6 +128,30 @@ class SamplingOptions:
         if not isinstance(options, cls):
             raise TypeError(f"options must be a SamplingOptions, got {type(options).__name__}.")
         return dataclasses.replace(options, **fields) if fields else options
+
+    @classmethod
+    def defaults_from(cls, generation_config: Any) -> dict[str, Any]:
+        """The sampling defaults a ``transformers.GenerationConfig`` sets: its non-None ``temperature``,
+        ``top_k`` and ``top_p`` (:data:`GENERATION_CONFIG_FIELDS`), validated; ``{}`` for None.
+
+        Raises:
+            ValueError / TypeError: a value the sampler refuses; the message names ``generation_config.json``.
+        """
+        if generation_config is None:
+            return {}
+        found = {
+            name: getattr(generation_config, name)
+            for name in GENERATION_CONFIG_FIELDS
+            if getattr(generation_config, name, None) is not None
+        }
+        try:
+            cls(**found)
+        except (TypeError, ValueError) as error:
+            raise type(error)(
+                f"the AR model's generation_config.json sets {found}, which the sampler refuses: {error} Fix it "
+                "with llama_ar.write_generation_config(folder, temperature=..., top_k=..., top_p=...)."
+            ) from None
+        return found
 
     def scales(self, num_tokens: int) -> torch.Tensor:
         """(N,) float32 guidance scale of every code position."""

@@ -75,6 +75,11 @@ def main(cfg: ARTrainingConfig) -> dict:
         )
     ar_config = ARConfig.from_preset(cfg.model.preset, **{"num_tokens": num_tokens, **cfg.model.overrides})
     model = build_ar_model(ar_config, layout)
+    for (
+        name,
+        value,
+    ) in cfg.model.sampling_defaults.items():  # written into the export's generation_config.json
+        setattr(model.generation_config, name, value)
     module = ARLossModule(model, class_dropout=ar_config.class_dropout, token_dropout=ar_config.token_dropout)
 
     def inputs(batch):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from dar.data.images import DataConfig
 from llama_ar import SamplingOptions
+from llama_ar.options import GENERATION_CONFIG_FIELDS
 
 __all__ = [
     "ARModelConfig",
@@ -265,6 +266,9 @@ class ARModelConfig:
         num_classes: number of classes when neither the codes nor the dataset name them.
         noise_scale: the decoder's starting-noise std in the sample grids and in the exported pipeline's tokenizer
             (``TokenizerConfig.noise_scale``; None keeps the tokenizer's own, 1 for the paper's).
+        sampling_defaults: ``temperature`` / ``top_k`` / ``top_p`` written into the exported model's
+            ``generation_config.json``, where ``DARPipeline`` and plain ``generate`` take their defaults from
+            (empty: the neutral 1 / 0 / 1). The sample grids during training use ``sample``.
     """
 
     preset: str = "tiny"
@@ -272,8 +276,19 @@ class ARModelConfig:
     tokenizer_path: str | None = None
     num_classes: int | None = None
     noise_scale: float | None = None
+    sampling_defaults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.sampling_defaults) - set(GENERATION_CONFIG_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"model.sampling_defaults can set {list(GENERATION_CONFIG_FIELDS)} (what generation_config.json "
+                f"holds), got {unknown}; guidance is a call option (sample.cfg_scale, --cfg-scale)."
+            )
+        try:
+            SamplingOptions(**self.sampling_defaults)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"model.sampling_defaults: {error}") from None
         if self.noise_scale is not None:
             from tokenizer.config import check_noise_scale
 

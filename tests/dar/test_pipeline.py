@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 import dar.pipeline as pipeline_module
 from dar.loading import load_pipeline
 from dar.pipeline import DARPipeline, StreamStep
-from llama_ar import VocabLayout, build_ar_model
+from llama_ar import SamplingOptions, VocabLayout, build_ar_model, write_generation_config
 from tokenizer import DARTokenizer
 
 
@@ -325,3 +325,45 @@ def test_noise_scale_defaults_to_the_tokenizer_config_and_is_one_place(pipe):
         pipe([0], noise=torch.zeros(1, 3, 16, 16), noise_scale=0.5)
     with pytest.raises(ValueError, match="noise_scale must be a finite number >= 0"):
         pipe([0], noise_scale=-1.0)
+
+
+def test_the_checkpoints_generation_config_sets_the_sampling_defaults(pipe, tmp_path):
+    assert pipe.sampling_defaults == {
+        "temperature": 1.0,
+        "top_k": 0,
+        "top_p": 1.0,
+    }  # build_ar_model's: neutral
+    pipe.save_pretrained(tmp_path)
+    neutral = DARPipeline.from_pretrained(tmp_path)
+    with torch.no_grad():  # the tiny prior's head starts at zero: uniform logits, which no warper changes
+        head = neutral.ar_model.lm_head.weight
+        head.copy_(torch.randn(head.shape, generator=torch.Generator().manual_seed(0)))
+    neutral.save_pretrained(tmp_path)
+    write_generation_config(tmp_path / "ar_model", temperature=0.5, top_k=3)
+    cool = DARPipeline.from_pretrained(tmp_path)
+    assert cool.sampling_defaults == {"temperature": 0.5, "top_k": 3, "top_p": 1.0}
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    labels = [0, 2, 1]
+    default = cool(labels, generator=g(), **_kwargs()).images
+    explicit = neutral(labels, generator=g(), temperature=0.5, top_k=3, **_kwargs()).images
+    torch.testing.assert_close(default, explicit)
+    torch.testing.assert_close(list(cool.stream(labels, generator=g(), **_kwargs()))[-1].preview, default)
+    seen = {}
+
+    def codes_of(name):
+        return lambda p, step, t, state: seen.__setitem__(name, state["codes"])
+
+    cool(labels, generator=g(), callback_on_step_end=codes_of("cool"), **_kwargs())
+    neutral(labels, generator=g(), callback_on_step_end=codes_of("neutral"), **_kwargs())
+    assert not torch.equal(seen["cool"], seen["neutral"])  # the defaults changed what was drawn
+    # keywords override one default at a time; an options object is used as given
+    cool(labels, generator=g(), temperature=1.0, callback_on_step_end=codes_of("cool_t1"), **_kwargs())
+    neutral(labels, generator=g(), top_k=3, callback_on_step_end=codes_of("neutral_k3"), **_kwargs())
+    assert torch.equal(seen["cool_t1"], seen["neutral_k3"])
+    options = SamplingOptions(cfg_scale=2.0)
+    cool(labels, generator=g(), options=options, callback_on_step_end=codes_of("cool_o"), output_type="pt")
+    assert torch.equal(seen["cool_o"], seen["neutral"])
+    config_file = tmp_path / "ar_model" / "generation_config.json"
+    config_file.write_text(config_file.read_text().replace('"top_k": 3', '"top_k": -2'))
+    with pytest.raises(ValueError, match="generation_config.json sets .*write_generation_config"):
+        DARPipeline.from_pretrained(tmp_path)

@@ -109,6 +109,7 @@ def pipeline_runs(tmp_path_factory):
             f"model.tokenizer_path={export}",
             f"train.output_dir={ar_dir}",
             "model.noise_scale=0.5",
+            "model.sampling_defaults={temperature: 0.8, top_k: 5}",
         ],
     )
     return {"images": images, "tok": tok_dir, "codes": codes_dir, "ar": ar_dir}
@@ -166,6 +167,9 @@ def test_ar_launch_exports_stock_llama(pipeline_runs):
     assert pipe.tokenizer.config == tok.config.replace(noise_scale=0.5)
     for name, weight in tok.state_dict().items():
         assert torch.equal(pipe.tokenizer.state_dict()[name], weight), name
+    # model.sampling_defaults went into generation_config.json, where the pipeline and generate() read them
+    assert (model.generation_config.temperature, model.generation_config.top_k) == (0.8, 5)
+    assert pipe.sampling_defaults == {"temperature": 0.8, "top_k": 5, "top_p": 1.0}
 
 
 def test_ar_refuses_codes_of_another_tokenizer(pipeline_runs, tmp_path):
