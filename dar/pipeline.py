@@ -158,10 +158,7 @@ class DARPipeline(DiffusionPipeline):
 
     @property
     def sampling_defaults(self) -> dict[str, Any]:
-        """``temperature`` / ``top_k`` / ``top_p`` set by ``ar_model.generation_config`` (transformers' own sampling
-        defaults, also used by plain ``generate``); they apply when ``options`` is not given, and keywords override
-        them. The shipped demo's sets ``temperature`` 0.8; the converted official weights' set the neutral 1 / 0 / 1.
-        """
+        """``temperature`` / ``top_k`` / ``top_p`` of ``ar_model.generation_config`` (also plain ``generate``'s)."""
         return SamplingOptions.defaults_from(getattr(self.ar_model, "generation_config", None))
 
     # ------------------------------------------------------------------ generation
@@ -189,11 +186,10 @@ class DARPipeline(DiffusionPipeline):
 
         Args:
             class_labels: class ids (ints, numpy ints, a list or a 1-D int tensor) or class names.
-            options: a :class:`llama_ar.SamplingOptions`; its fields can also be given as keywords:
+            options: a :class:`llama_ar.SamplingOptions` (None: :attr:`sampling_defaults`), or as keywords:
                 ``cfg_scale`` (4.0; 1 disables guidance), ``cfg_schedule`` ("constant" or "linear"),
                 ``cfg_scale_start``, ``cfg_interval``, ``temperature``, ``top_k``, ``top_p``, ``cache``,
-                ``fast_linear``. Without ``options``, ``temperature`` / ``top_k`` / ``top_p`` default to
-                :attr:`sampling_defaults` (the checkpoint's ``generation_config.json``). The paper's FIDs use linear 1.1→8.0 (D-AR-L) / 1.1→10.0 (D-AR-XL).
+                ``fast_linear``. The paper's FIDs use linear 1.1→8.0 (D-AR-L) / 1.1→10.0 (D-AR-XL).
             num_inference_steps: decoder steps = code groups sampled (default: all); fewer groups give the
                 paper's partial-token images (Table 5).
             generator: one ``torch.Generator`` for the decoder noise and the AR sampling (consumed batch after
@@ -275,9 +271,7 @@ class DARPipeline(DiffusionPipeline):
         return self.tokenizer.initial_noise(request.batch, request.generator, scale=request.noise_scale)
 
     def _code_groups(self, request: GenerationRequest) -> Iterator[torch.Tensor]:
-        if (
-            self.engine is not None
-        ):  # llama.cpp: CPU in, CPU out; the tokenizer moves each group to its device
+        if self.engine is not None:  # llama.cpp: CPU in and out; the tokenizer moves each group to its device
             prefix = None if request.prefix is None else request.prefix.cpu()
             return self.engine.iter_code_groups(
                 request.labels.cpu(),
@@ -342,7 +336,7 @@ class DARPipeline(DiffusionPipeline):
                 raise ValueError("pass cfg_scale or guidance_scale (its diffusers name), not both")
             option_fields["cfg_scale"] = guidance_scale
         if options is None:  # the checkpoint's defaults (generation_config.json), then the caller's keywords
-            option_fields = {**self.sampling_defaults, **option_fields}
+            option_fields = self.sampling_defaults | option_fields
         options = SamplingOptions.build(options, **option_fields)
         repeat = int_in_range("num_images_per_prompt", num_images_per_prompt, 1)
         labels = self.check_class_labels(class_labels).repeat_interleave(repeat)
@@ -357,9 +351,7 @@ class DARPipeline(DiffusionPipeline):
         noise = check_noise(noise, (len(labels), 3, cfg.image_size, cfg.image_size))
         if noise_scale is not None:
             if noise is not None:
-                raise ValueError(
-                    "noise is used as given: pass noise or noise_scale, not both (scale the noise yourself)"
-                )
+                raise ValueError("pass noise or noise_scale, not both: noise is used as given")
             noise_scale = check_noise_scale(noise_scale)
         return GenerationRequest(
             labels=labels.to(self._execution_device),
